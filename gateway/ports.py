@@ -1,0 +1,285 @@
+"""Ports: what the core needs from the outside world, as Protocols.
+
+The core (intake, delivery, rules) speaks only to these. ``adapters/db`` implements the storage
+ports on SQLAlchemy; ``adapters/u8`` the ERP port; unit tests use hand-written fakes. Every
+implementation honours the same conformance tests.
+
+Times crossing these ports are timezone-aware ``datetime`` objects in UTC unless said otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol, Self
+
+import msgspec
+
+from gateway.audit import AuditEntry, ChainCheck
+
+# --------------------------------------------------------------------------- records
+
+OrderState = Literal["accepted", "held", "delivering", "delivered", "dead", "cancelled"]
+OutboxState = Literal["pending", "leased", "done", "dead"]
+
+
+class Binding(msgspec.Struct, kw_only=True):
+    """The binder row: a platform order and its gateway and ERP identities."""
+
+    order_id: str  # gateway id
+    platform: str
+    shop_id: str
+    platform_order_id: str
+    platform_version: str | None
+    payload_sha256: str
+    erp_target: str | None = None
+    erp_document_no: str | None = None
+
+
+class OrderRecord(msgspec.Struct, kw_only=True):
+    id: str  # gateway id (ULID text)
+    seq: int | None = None  # database-assigned integer, the source of deterministic ERP codes
+    platform: str
+    shop_id: str
+    platform_order_id: str
+    platform_version: str | None
+    state: OrderState
+    canonical: dict[str, Any]  # the CanonicalOrder as builtins
+    mapping_version: str
+    rules_version: str
+    payload_sha256: str
+    erp_target: str | None = None
+    erp_document_no: str | None = None
+    erp_status: str | None = None  # pending | delivered | failed
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class TimelineEntry(msgspec.Struct, kw_only=True):
+    at: datetime
+    kind: str
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class OutboxLease(msgspec.Struct, kw_only=True):
+    """A claimed outbox row. ``token`` fences every write about this attempt."""
+
+    id: int
+    order_id: str
+    target: str
+    kind: str
+    attempts: int  # attempts made before this one
+    token: int
+    lease_expires_at: datetime
+    state_data: dict[str, Any] = msgspec.field(default_factory=dict)  # e.g. {"outcome_unknown": true}
+
+
+class InterceptRecord(msgspec.Struct, kw_only=True):
+    id: str
+    platform: str
+    shop_id: str | None
+    platform_order_id: str | None
+    rule_codes: list[str]
+    verdict: Literal["reject", "hold"]
+    violations: list[dict[str, Any]]
+    mapping_version: str | None
+    rules_version: str | None
+    payload_sha256: str
+    snapshot: dict[str, Any]  # masked canonical order (or what could be read of it)
+    order_id: str | None = None  # set when the order was stored (held)
+    created_at: datetime | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    id: str
+    outbox_id: int
+    order_id: str
+    target: str
+    reason_code: str
+    message_en: str
+    message_zh: str
+    partner_message: str | None
+    hint: str | None
+    attempts: int
+    created_at: datetime | None = None
+    replayed_at: datetime | None = None
+
+
+class ApiKeyRecord(msgspec.Struct, kw_only=True):
+    id: str
+    role: str
+    key_hash: str  # hex sha256 of the whole key
+    label: str | None = None
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class Page(msgspec.Struct, kw_only=True):
+    items: list[Any]
+    next_cursor: str | None = None
+
+
+# --------------------------------------------------------------------------- storage ports
+
+
+class OrderRepository(Protocol):
+    async def find_binding(self, platform: str, shop_id: str, platform_order_id: str) -> Binding | None: ...
+
+    async def add(self, order: OrderRecord) -> OrderRecord:
+        """Insert the order and its binder row; return it with ``seq`` assigned."""
+
+    async def get(self, order_id: str) -> OrderRecord | None: ...
+
+    async def list(
+        self, *, platform: str | None, platform_order_id: str | None, cursor: str | None, limit: int
+    ) -> Page: ...
+
+    async def replace_canonical(
+        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
+    ) -> None: ...
+
+    async def set_state(self, order_id: str, state: OrderState) -> None: ...
+
+    async def set_erp(
+        self, order_id: str, *, target: str, document_no: str | None, status: str
+    ) -> None:
+        """Record the ERP document in the order and the binder."""
+
+    async def add_timeline(self, order_id: str, kind: str, detail: dict[str, Any]) -> None: ...
+
+    async def timeline(self, order_id: str) -> list[TimelineEntry]: ...
+
+
+class PayloadStore(Protocol):
+    async def put(self, sha256: str, raw: bytes) -> None:
+        """Store the raw body compressed; a second put of the same hash is a no-op."""
+
+    async def get(self, sha256: str) -> bytes | None: ...
+
+
+class Outbox(Protocol):
+    async def add(self, *, order_id: str, target: str, kind: str, available_at: datetime) -> int: ...
+
+    async def claim(self, *, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxLease]:
+        """Lease up to ``limit`` rows that are due (pending and available, or leased and expired),
+        oldest first, at most one row per order; each claim increments the row's token."""
+
+    async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
+        """Mark done. False when the lease was lost (token moved on): nothing was written."""
+
+    async def reschedule(
+        self, lease: OutboxLease, *, now: datetime, available_at: datetime, error: str, state_data: dict[str, Any]
+    ) -> bool:
+        """Back to pending for a later attempt; ``attempts`` grows by one."""
+
+    async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
+        """Mark dead (the dead letter itself is written by ``DeadLetters.add``)."""
+
+    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
+        """A dead row back to pending (replay)."""
+
+    async def pending_count(self) -> int: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+
+class InterceptRepository(Protocol):
+    async def add(self, record: InterceptRecord) -> None: ...
+
+    async def list(
+        self,
+        *,
+        rule: str | None,
+        platform: str | None,
+        shop: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page: ...
+
+
+class DeadLetterRepository(Protocol):
+    async def add(self, letter: DeadLetter) -> None: ...
+
+    async def get(self, letter_id: str) -> DeadLetter | None: ...
+
+    async def list(self, *, cursor: str | None, limit: int, include_replayed: bool) -> Page: ...
+
+    async def mark_replayed(self, letter_id: str, *, now: datetime) -> None: ...
+
+
+class AuditLog(Protocol):
+    async def append(
+        self, *, actor: str, action: str, subject_type: str, subject_id: str, data: dict[str, Any]
+    ) -> AuditEntry:
+        """Append one entry to the chain inside the current transaction. Concurrent writers are
+        serialised on the chain head so there is one sequence, no forks and no gaps."""
+
+    async def list(self, *, after_seq: int, limit: int) -> Sequence[AuditEntry]: ...
+
+    async def verify(self) -> ChainCheck: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, record: ApiKeyRecord) -> None: ...
+
+    async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Leaving the block without ``commit()`` rolls back."""
+
+    orders: OrderRepository
+    payloads: PayloadStore
+    outbox: Outbox
+    intercepts: InterceptRepository
+    dead_letters: DeadLetterRepository
+    audit: AuditLog
+    keys: ApiKeyRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, write: bool = True) -> UnitOfWork:
+        """A new unit of work. ``write=False`` promises no writes (SQLite may then skip the writer lock)."""
+
+
+# --------------------------------------------------------------------------- ERP port
+
+
+class ErpDocument(msgspec.Struct, kw_only=True):
+    """A document ready for one ERP transport, already translated by an outbound dictionary."""
+
+    target: str
+    kind: str  # "saleorder"
+    code: str  # deterministic document code; the same on every retry
+    order_id: str  # gateway id
+    platform_order_id: str
+    header: dict[str, Any]
+    entries: list[dict[str, Any]]
+
+
+class ErpReceipt(msgspec.Struct, kw_only=True):
+    document_no: str
+    erp_key: str | None = None
+    message: str | None = None
+
+
+class ErpAdapter(Protocol):
+    """Speaks one ERP transport. Raises ``RetryableError`` (nothing written), ``UnknownOutcomeError``
+    (may have been written) or ``PermanentError`` (business rejection, with the ERP's words)."""
+
+    async def submit(self, doc: ErpDocument) -> ErpReceipt: ...
+
+    async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
+        """Is a document with ``doc.code`` already in the ERP? None when it is not."""
+
+    async def aclose(self) -> None: ...

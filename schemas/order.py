@@ -1,0 +1,156 @@
+"""The canonical order: one shape for every platform's order (reference/canonical.md §1).
+
+Money is integer fen, ids are strings, times are ISO-8601 strings with an offset. Fields are only
+ever added, each with a default, because stored orders and queued jobs outlive a deploy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Fen = Annotated[int, msgspec.Meta(description="Money in integer fen (CNY 0.01)")]
+NonNegFen = Annotated[int, msgspec.Meta(ge=0)]
+Qty = Annotated[int, msgspec.Meta(ge=0)]
+# ISO-8601 with an offset, e.g. "2024-06-18T20:15:41+08:00". Kept as text: it is what is stored,
+# compared and shown, and it round-trips exactly.
+Timestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$")]
+
+Platform = Literal["taobao", "pinduoduo", "douyin", "jd", "wechat_channels"]
+PLATFORMS: tuple[str, ...] = ("taobao", "pinduoduo", "douyin", "jd", "wechat_channels")
+
+OrderStatus = Literal[
+    "PENDING_PAYMENT",
+    "PAID_HOLD",
+    "READY_TO_SHIP",
+    "PARTIALLY_SHIPPED",
+    "SHIPPED",
+    "COMPLETED",
+    "CANCELLED",
+    "CLOSED_REFUNDED",
+]
+HoldReason = Literal["GROUP_BUY_PENDING", "RISK_REVIEW", "ADDRESS_CHANGE_PENDING", "LOCKED", "NO_RECEIVER"]
+PiiState = Literal["plain", "masked", "encrypted", "absent"]
+RefundState = Literal["NONE", "REQUESTED", "IN_PROGRESS", "REFUNDED", "REJECTED", "CLOSED"]
+PromotionKind = Literal["coupon", "full_reduction", "item_discount", "redpack", "points", "other"]
+FundedBy = Literal["seller", "platform", "talent", "unknown"]
+
+
+class Base(msgspec.Struct, kw_only=True, omit_defaults=False, forbid_unknown_fields=False):
+    """Shared options for every canonical struct."""
+
+
+class Buyer(Base, kw_only=True):
+    platform_uid: str | None = None
+    nick: str | None = None
+    message: str | None = None
+
+
+class Receiver(Base, kw_only=True):
+    name: str | None = None
+    phone: str | None = None
+    pii_state: PiiState = "absent"
+    country: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    street: str | None = None
+    detail: str | None = None
+    postal_code: str | None = None
+    region_codes: dict[str, str] | None = None
+
+
+class Spec(Base, kw_only=True):
+    name: str | None = None
+    value: str
+
+
+class LineRefund(Base, kw_only=True):
+    state: RefundState = "NONE"
+    qty: Qty | None = None
+    amount_fen: NonNegFen | None = None
+    refund_ids: list[str] = msgspec.field(default_factory=list)
+    needs_review: bool = False
+
+
+class Line(Base, kw_only=True):
+    line_id: str
+    product_id: str | None = None
+    sku_id: str | None = None
+    merchant_sku: str | None = None
+    title: str | None = None
+    spec: list[Spec] = msgspec.field(default_factory=list)
+    qty: Qty
+    unit_price_fen: NonNegFen
+    line_total_fen: NonNegFen
+    discount_fen: Fen = 0
+    discount_source: Literal["platform", "allocated", "none"] = "none"
+    paid_fen: Fen
+    is_gift: bool = False
+    refund: LineRefund = msgspec.field(default_factory=LineRefund)
+
+
+class Totals(Base, kw_only=True):
+    goods_fen: NonNegFen
+    discount_fen: Fen = 0
+    seller_discount_fen: Fen | None = None
+    platform_discount_fen: Fen | None = None
+    freight_fen: NonNegFen = 0
+    paid_fen: NonNegFen
+    refunded_fen: NonNegFen = 0
+
+
+class Promotion(Base, kw_only=True):
+    promo_id: str | None = None
+    name: str | None = None
+    kind: PromotionKind = "other"
+    funded_by: FundedBy = "unknown"
+    amount_fen: Fen = 0
+    scope: Literal["order", "line"] = "order"
+    line_id: str | None = None
+
+
+class ShipmentLine(Base, kw_only=True):
+    line_id: str
+    qty: Qty
+
+
+class Shipment(Base, kw_only=True):
+    carrier_platform_code: str | None = None
+    carrier_name: str | None = None
+    waybill_no: str
+    shipped_at: Timestamp | None = None
+    lines: list[ShipmentLine] = msgspec.field(default_factory=list)
+
+
+class Source(Base, kw_only=True):
+    via: Literal["pull", "push"] = "push"
+    fetched_at: Timestamp | None = None
+    raw_sha256: str | None = None
+
+
+class CanonicalOrder(Base, kw_only=True):
+    """One platform order in the gateway's own words."""
+
+    platform: Platform
+    shop_id: str | None = None
+    shop_name: str | None = None
+    order_id: str
+    status: OrderStatus
+    platform_status: str | None = None
+    hold_reasons: list[HoldReason] = msgspec.field(default_factory=list)
+    created_at: Timestamp | None = None
+    paid_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    shipped_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    platform_version: str | None = None
+    buyer: Buyer = msgspec.field(default_factory=Buyer)
+    seller_memo: str | None = None
+    receiver: Receiver = msgspec.field(default_factory=Receiver)
+    lines: list[Line]
+    totals: Totals
+    promotions: list[Promotion] = msgspec.field(default_factory=list)
+    shipments: list[Shipment] = msgspec.field(default_factory=list)
+    source: Source = msgspec.field(default_factory=Source)
