@@ -63,7 +63,9 @@ class ChainCheck(msgspec.Struct, kw_only=True):
     reason: str | None = None
 
 
-def verify_chain(entries: Iterable[AuditEntry], *, start_prev_hash: str = GENESIS_HASH, start_seq: int = 1) -> ChainCheck:
+def verify_chain(
+    entries: Iterable[AuditEntry], *, start_prev_hash: str = GENESIS_HASH, start_seq: int = 1
+) -> ChainCheck:
     """Walk entries in sequence order; name the first whose seq, link or hash is wrong."""
     prev = start_prev_hash
     expected_seq = start_seq

@@ -140,9 +140,7 @@ class OrderRepository(Protocol):
 
     async def set_state(self, order_id: str, state: OrderState) -> None: ...
 
-    async def set_erp(
-        self, order_id: str, *, target: str, document_no: str | None, status: str
-    ) -> None:
+    async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
         """Record the ERP document in the order and the binder."""
 
     async def add_timeline(self, order_id: str, kind: str, detail: dict[str, Any]) -> None: ...

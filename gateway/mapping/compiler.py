@@ -46,9 +46,7 @@ class _Target:
     def __init__(self, cls: type | None) -> None:
         self.cls = cls
         self.hints = typing.get_type_hints(cls, include_extras=False) if cls else {}
-        self.required = (
-            {f.name for f in msgspec.structs.fields(cls) if f.required} if cls else set()
-        )
+        self.required = {f.name for f in msgspec.structs.fields(cls) if f.required} if cls else set()
 
     def sub(self, name: str) -> _Target:
         t = self.hints.get(name)
@@ -188,7 +186,9 @@ class _Gen:
 
     # -- one field -----------------------------------------------------------------
 
-    def field(self, scope: str, target: _Target, name: str, fs: FieldSpec, names: set[str], kids: set[str]) -> tuple[list[str], set[str], set[str], set[str]]:
+    def field(
+        self, scope: str, target: _Target, name: str, fs: FieldSpec, names: set[str], kids: set[str]
+    ) -> tuple[list[str], set[str], set[str], set[str]]:
         where = f"{self.spec.dictionary.name}: {scope}.{name}"
         lines: list[str] = []
         deps: set[str] = set()
@@ -267,14 +267,18 @@ class _Gen:
                 owner = owner.sub(part)
         if owner.cls is not None and not name.startswith("_"):
             if leaf not in owner.hints:
-                raise ConfigError(f"{where}: {owner.cls.__name__} has no field {leaf!r}", f"{where}：目标没有字段 {leaf!r}")
+                raise ConfigError(
+                    f"{where}: {owner.cls.__name__} has no field {leaf!r}", f"{where}：目标没有字段 {leaf!r}"
+                )
             allowed, many = owner.literals(leaf)
             if allowed is not None and not fs.table:
                 k = self.const(allowed)
                 test = f"any(_x not in {k} for _x in _v)" if many else f"_v not in {k}"
                 lines.append(f"if _v is not None and {test}:")
                 choices = self.const(", ".join(map(str, sorted(allowed))))
-                lines.append(f"    raise TransformError(f'{{_v!r}} is not one of ' + {choices}, f'{{_v!r}} 不是允许的值：' + {choices})")
+                lines.append(
+                    f"    raise TransformError(f'{{_v!r}} is not one of ' + {choices}, f'{{_v!r}} 不是允许的值：' + {choices})"
+                )
             conv = owner.needs_convert(leaf)
             if conv is not None and (fs.transform or fs.expr):
                 lines.append("if _v is not None:")
@@ -285,7 +289,14 @@ class _Gen:
 
     # -- one scope -----------------------------------------------------------------
 
-    def scope(self, scope: str, fields: dict[str, FieldSpec], children: dict[str, ChildSpec], target: _Target, where_expr: str | None) -> tuple[str, set[str]]:
+    def scope(
+        self,
+        scope: str,
+        fields: dict[str, FieldSpec],
+        children: dict[str, ChildSpec],
+        target: _Target,
+        where_expr: str | None,
+    ) -> tuple[str, set[str]]:
         """Generate the function for a scope; return its name and the parent fields it reads."""
         fn = f"_scope_{scope.replace('.', '_')}"
         names = set(fields)
@@ -317,8 +328,14 @@ class _Gen:
         for node in order:
             body += ["    " + ln for ln in blocks[node]]
         if where_expr:
-            ce = compile_expr(where_expr, where=f"{scope}.where", field_names=names, child_names=kids,
-                              functions=EXPR_FUNCTIONS, local_name=_var)
+            ce = compile_expr(
+                where_expr,
+                where=f"{scope}.where",
+                field_names=names,
+                child_names=kids,
+                functions=EXPR_FUNCTIONS,
+                local_name=_var,
+            )
             parent_reads |= ce.parent_fields
             body.append(f"    if not ({ce.source}): return None")
         body += [
@@ -367,7 +384,9 @@ class _Gen:
             lines.append(f"c_{cname} = _kws")
         return lines
 
-    def build(self, target: _Target, fields: dict[str, FieldSpec], children: dict[str, ChildSpec], is_root: bool) -> str:
+    def build(
+        self, target: _Target, fields: dict[str, FieldSpec], children: dict[str, ChildSpec], is_root: bool
+    ) -> str:
         """The expression that assembles one scope's output from its local variables."""
         tree: dict[str, Any] = {}
         for name in fields:

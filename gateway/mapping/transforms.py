@@ -133,7 +133,9 @@ def identifier(value: Any) -> str | None:
         # A float id has already lost digits above 2**53 in whoever produced it.
         if value.is_integer() and abs(value) < 2**53:
             return str(int(value))
-        raise TransformError(f"id {value!r} is a float and may have lost digits", f"编号 {value!r} 为浮点数，可能已丢失精度")
+        raise TransformError(
+            f"id {value!r} is a float and may have lost digits", f"编号 {value!r} 为浮点数，可能已丢失精度"
+        )
     if isinstance(value, str):
         v = value.strip()
         return v or None
@@ -178,6 +180,16 @@ def unix_time(value: Any) -> str | None:
     if seconds > 1e11:  # milliseconds
         seconds /= 1000
     return _iso(datetime.fromtimestamp(int(seconds), tz=UTC).astimezone(SHANGHAI))
+
+
+def strftime(value: Any, *, format: str) -> str | None:  # noqa: A002
+    """An ISO-8601 time (as the canonical order holds it) → text in ``format``, in its own offset."""
+    if value is None or value == "":
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).strftime(format)
+    except ValueError:
+        raise TransformError(f"not an ISO time: {value!r}", f"不是 ISO 时间：{value!r}") from None
 
 
 # --------------------------------------------------------------------------- structure
@@ -282,6 +294,7 @@ TRANSFORMS: dict[str, Callable[..., Any]] = {
     "values_spec": values_spec,
     "bool": as_bool,
     "prefix_map": prefix_map,
+    "strftime": strftime,
 }
 """Transforms a dictionary may name. ``enum`` is built in: it looks the value up in a table."""
 

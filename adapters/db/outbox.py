@@ -1,0 +1,173 @@
+"""The delivery outbox: rows written with the order, leased by workers, fenced by a token.
+
+A claim picks due rows (pending and available, or leased with an expired lease), oldest first, and
+skips any row whose order still has an older row in flight, so an order's deliveries happen in the
+order they were queued. Each claim increments the row's ``token``; every later write about that
+attempt names the token, so a worker whose lease expired and was taken over writes nothing.
+On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets many workers claim at once without meeting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.repositories import utcnow
+from adapters.db.tables import UTCDateTime, outbox
+from gateway.ports import OutboxLease
+
+_UNFINISHED = ("pending", "leased")
+_NOW = bindparam("now", type_=UTCDateTime())
+
+_earlier = outbox.alias("earlier")
+_due_ids = (
+    select(outbox.c.id)
+    .where(
+        or_(
+            and_(outbox.c.state == "pending", outbox.c.available_at <= _NOW),
+            and_(outbox.c.state == "leased", outbox.c.lease_expires_at < _NOW),
+        ),
+        ~select(_earlier.c.id)
+        .where(
+            _earlier.c.order_id == outbox.c.order_id,
+            _earlier.c.id < outbox.c.id,
+            _earlier.c.state.in_(_UNFINISHED),
+        )
+        .exists(),
+    )
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=outbox)  # SQLite ignores it: its writer lock serialises
+)
+_CLAIM = (
+    outbox.update()
+    .where(outbox.c.id.in_(_due_ids.scalar_subquery()))
+    .values(
+        state="leased",
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+        token=outbox.c.token + 1,
+        updated_at=_NOW,
+    )
+    .returning(
+        outbox.c.id,
+        outbox.c.order_id,
+        outbox.c.target,
+        outbox.c.kind,
+        outbox.c.attempts,
+        outbox.c.token,
+        outbox.c.lease_expires_at,
+        outbox.c.state_data,
+    )
+)
+
+
+def _fenced(lease: OutboxLease) -> Any:
+    """An UPDATE that only touches the row while this lease still holds it."""
+    return outbox.update().where(
+        outbox.c.id == lease.id, outbox.c.token == lease.token, outbox.c.state == "leased"
+    )
+
+
+class SqlOutbox:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, *, order_id: str, target: str, kind: str, available_at: datetime) -> int:
+        now = utcnow()
+        return (
+            await self._conn.execute(
+                outbox.insert().returning(outbox.c.id),
+                {
+                    "order_id": order_id,
+                    "target": target,
+                    "kind": kind,
+                    "state": "pending",
+                    "attempts": 0,
+                    "token": 0,
+                    "available_at": available_at,
+                    "state_data": {},
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        ).scalar_one()
+
+    async def claim(
+        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[OutboxLease]:
+        rows = await self._conn.execute(
+            _CLAIM,
+            {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)},
+        )
+        leases = [OutboxLease(**row._mapping) for row in rows]
+        leases.sort(key=lambda lease: lease.id)  # RETURNING promises no order
+        return leases
+
+    async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
+        stmt = _fenced(lease).values(
+            state="done",
+            attempts=outbox.c.attempts + 1,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
+    async def reschedule(
+        self,
+        lease: OutboxLease,
+        *,
+        now: datetime,
+        available_at: datetime,
+        error: str,
+        state_data: dict[str, Any],
+    ) -> bool:
+        stmt = _fenced(lease).values(
+            state="pending",
+            attempts=outbox.c.attempts + 1,
+            available_at=available_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=error,
+            state_data=state_data,
+            updated_at=now,
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
+    async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
+        stmt = _fenced(lease).values(
+            state="dead",
+            attempts=outbox.c.attempts + 1,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=error,
+            updated_at=now,
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
+    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
+        """Keeps ``state_data`` (an unknown outcome must still be looked up first) and starts the
+        attempt count afresh, so the replay gets the full retry budget."""
+        stmt = (
+            outbox.update()
+            .where(outbox.c.id == outbox_id, outbox.c.state == "dead")
+            .values(state="pending", attempts=0, available_at=now, updated_at=now)
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
+    async def pending_count(self) -> int:
+        """Rows not yet done or dead (waiting or leased)."""
+        stmt = select(func.count()).select_from(outbox).where(outbox.c.state.in_(_UNFINISHED))
+        return (await self._conn.execute(stmt)).scalar_one()
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest row becomes claimable: a pending row's ``available_at`` or a lease's expiry."""
+        pending = select(func.min(outbox.c.available_at)).where(outbox.c.state == "pending")
+        leased = select(func.min(outbox.c.lease_expires_at)).where(outbox.c.state == "leased")
+        times = [(await self._conn.execute(q)).scalar_one() for q in (pending, leased)]
+        found = [t for t in times if t is not None]
+        return min(found) if found else None

@@ -1,0 +1,356 @@
+"""The storage ports on SQLAlchemy Core: orders and their binder, payloads, intercepts, dead letters
+and API keys. The outbox and the audit chain, which carry concurrency rules, have modules of their
+own (``outbox.py``, ``audit_log.py``).
+
+Every repository works on the unit of work's ``AsyncConnection``; nothing here commits. Statements
+that run per order are built once at import, so SQLAlchemy's compiled cache serves them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, String, bindparam, exists, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.paging import decode_cursor, encode_cursor
+from adapters.db.tables import (
+    api_keys,
+    dead_letters,
+    intercept_rules,
+    intercepts,
+    order_bindings,
+    order_timeline,
+    orders,
+    raw_payloads,
+)
+from gateway.errors import Conflict, NotFound
+from gateway.ports import (
+    ApiKeyRecord,
+    Binding,
+    DeadLetter,
+    InterceptRecord,
+    OrderRecord,
+    OrderState,
+    Page,
+    TimelineEntry,
+)
+
+_BINDING_COLUMNS = [
+    order_bindings.c.order_id,
+    order_bindings.c.platform,
+    order_bindings.c.shop_id,
+    order_bindings.c.platform_order_id,
+    order_bindings.c.platform_version,
+    order_bindings.c.payload_sha256,
+    order_bindings.c.erp_target,
+    order_bindings.c.erp_document_no,
+]
+_FIND_BINDING = select(*_BINDING_COLUMNS).where(
+    order_bindings.c.platform == bindparam("platform"),
+    order_bindings.c.shop_id == bindparam("shop_id"),
+    order_bindings.c.platform_order_id == bindparam("platform_order_id"),
+)
+_INSERT_ORDER = orders.insert().returning(orders.c.seq)
+_INSERT_BINDING = order_bindings.insert()
+_GET_ORDER = select(orders).where(orders.c.id == bindparam("order_id"))
+_INSERT_TIMELINE = order_timeline.insert()
+_PUT_PAYLOAD = {
+    "postgresql": postgresql.insert(raw_payloads).on_conflict_do_nothing(index_elements=["sha256"]),
+    "sqlite": sqlite.insert(raw_payloads).on_conflict_do_nothing(index_elements=["sha256"]),
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def _conflict_on_duplicate(what_en: str, what_zh: str) -> Iterator[None]:
+    """A unique key already taken is a ``Conflict``: the caller raced another writer or repeats
+    itself. The transaction may be unusable afterwards (PostgreSQL): leave the unit of work."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(f"{what_en} is already stored", f"{what_zh}已存在") from exc
+
+
+async def _update_one(conn: AsyncConnection, stmt: Any, what: str) -> None:
+    """Run an UPDATE of one row; a missing row is a caller's mistake worth a clear error."""
+    if (await conn.execute(stmt)).rowcount == 0:
+        raise NotFound(f"{what} not found", f"未找到 {what}")
+
+
+class SqlOrderRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def find_binding(self, platform: str, shop_id: str, platform_order_id: str) -> Binding | None:
+        row = (
+            await self._conn.execute(
+                _FIND_BINDING,
+                {"platform": platform, "shop_id": shop_id, "platform_order_id": platform_order_id},
+            )
+        ).first()
+        return None if row is None else Binding(**row._mapping)
+
+    async def add(self, order: OrderRecord) -> OrderRecord:
+        now = utcnow()
+        created_at = order.created_at or now
+        updated_at = order.updated_at or created_at
+        values = {
+            "id": order.id,
+            "platform": order.platform,
+            "shop_id": order.shop_id,
+            "platform_order_id": order.platform_order_id,
+            "platform_version": order.platform_version,
+            "state": order.state,
+            "canonical": order.canonical,
+            "mapping_version": order.mapping_version,
+            "rules_version": order.rules_version,
+            "payload_sha256": order.payload_sha256,
+            "erp_target": order.erp_target,
+            "erp_document_no": order.erp_document_no,
+            "erp_status": order.erp_status,
+            "created_at": created_at,
+            "updated_at": updated_at,
+        }
+        with _conflict_on_duplicate("this platform order (or gateway id)", "该平台订单（或网关编号）"):
+            seq = (await self._conn.execute(_INSERT_ORDER, values)).scalar_one()
+            await self._conn.execute(
+                _INSERT_BINDING,
+                {
+                    "platform": order.platform,
+                    "shop_id": order.shop_id,
+                    "platform_order_id": order.platform_order_id,
+                    "order_id": order.id,
+                    "platform_version": order.platform_version,
+                    "payload_sha256": order.payload_sha256,
+                    "erp_target": order.erp_target,
+                    "erp_document_no": order.erp_document_no,
+                    "updated_at": updated_at,
+                },
+            )
+        return OrderRecord(**{**values, "seq": seq})
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
+        return None if row is None else OrderRecord(**row._mapping)
+
+    async def list(
+        self, *, platform: str | None, platform_order_id: str | None, cursor: str | None, limit: int
+    ) -> Page:
+        """Newest first."""
+        stmt = select(orders).order_by(orders.c.seq.desc()).limit(limit + 1)
+        if platform is not None:
+            stmt = stmt.where(orders.c.platform == platform)
+        if platform_order_id is not None:
+            stmt = stmt.where(orders.c.platform_order_id == platform_order_id)
+        if (after := decode_cursor(cursor)) is not None:
+            stmt = stmt.where(orders.c.seq < after)
+        return _page((await self._conn.execute(stmt)).all(), limit, lambda row: OrderRecord(**row._mapping))
+
+    async def replace_canonical(
+        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
+    ) -> None:
+        now = utcnow()
+        await _update_one(
+            self._conn,
+            orders.update()
+            .where(orders.c.id == order_id)
+            .values(
+                canonical=canonical,
+                platform_version=platform_version,
+                payload_sha256=payload_sha256,
+                updated_at=now,
+            ),
+            f"order {order_id}",
+        )
+        await self._conn.execute(
+            order_bindings.update()
+            .where(order_bindings.c.order_id == order_id)
+            .values(platform_version=platform_version, payload_sha256=payload_sha256, updated_at=now)
+        )
+
+    async def set_state(self, order_id: str, state: OrderState) -> None:
+        await _update_one(
+            self._conn,
+            orders.update().where(orders.c.id == order_id).values(state=state, updated_at=utcnow()),
+            f"order {order_id}",
+        )
+
+    async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
+        """A ``document_no`` of None keeps the number already recorded (a later failure must not
+        erase the proof that the ERP holds the document)."""
+        now = utcnow()
+        await _update_one(
+            self._conn,
+            orders.update()
+            .where(orders.c.id == order_id)
+            .values(
+                erp_target=target,
+                erp_document_no=func.coalesce(literal(document_no, String()), orders.c.erp_document_no),
+                erp_status=status,
+                updated_at=now,
+            ),
+            f"order {order_id}",
+        )
+        await self._conn.execute(
+            order_bindings.update()
+            .where(order_bindings.c.order_id == order_id)
+            .values(
+                erp_target=target,
+                erp_document_no=func.coalesce(
+                    literal(document_no, String()), order_bindings.c.erp_document_no
+                ),
+                updated_at=now,
+            )
+        )
+
+    async def add_timeline(self, order_id: str, kind: str, detail: dict[str, Any]) -> None:
+        await self._conn.execute(
+            _INSERT_TIMELINE, {"order_id": order_id, "at": utcnow(), "kind": kind, "detail": detail}
+        )
+
+    async def timeline(self, order_id: str) -> list[TimelineEntry]:
+        t = order_timeline
+        rows = await self._conn.execute(
+            select(t.c.at, t.c.kind, t.c.detail).where(t.c.order_id == order_id).order_by(t.c.id)
+        )
+        return [TimelineEntry(at=r.at, kind=r.kind, detail=r.detail) for r in rows]
+
+
+class SqlPayloadStore:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._put = _PUT_PAYLOAD[conn.dialect.name]
+
+    async def put(self, sha256: str, raw: bytes) -> None:
+        await self._conn.execute(
+            self._put,
+            {"sha256": sha256, "body": zlib.compress(raw, 6), "size": len(raw), "received_at": utcnow()},
+        )
+
+    async def get(self, sha256: str) -> bytes | None:
+        body = (
+            await self._conn.execute(select(raw_payloads.c.body).where(raw_payloads.c.sha256 == sha256))
+        ).scalar_one_or_none()
+        return None if body is None else zlib.decompress(body)
+
+
+class SqlInterceptRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, record: InterceptRecord) -> None:
+        values = msgspec_to_dict(record)
+        values["created_at"] = record.created_at or utcnow()
+        with _conflict_on_duplicate(f"intercept {record.id}", f"拦截记录 {record.id}"):
+            await self._conn.execute(intercepts.insert(), values)
+        if record.rule_codes:
+            await self._conn.execute(
+                intercept_rules.insert(),
+                [{"intercept_id": record.id, "rule_code": code} for code in dict.fromkeys(record.rule_codes)],
+            )
+
+    async def list(
+        self,
+        *,
+        rule: str | None,
+        platform: str | None,
+        shop: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        """Newest first; ``since`` inclusive, ``until`` exclusive."""
+        i = intercepts
+        stmt = select(i).order_by(i.c.seq.desc()).limit(limit + 1)
+        if rule is not None:
+            stmt = stmt.where(
+                exists().where(intercept_rules.c.intercept_id == i.c.id, intercept_rules.c.rule_code == rule)
+            )
+        if platform is not None:
+            stmt = stmt.where(i.c.platform == platform)
+        if shop is not None:
+            stmt = stmt.where(i.c.shop_id == shop)
+        if since is not None:
+            stmt = stmt.where(i.c.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(i.c.created_at < until)
+        if (after := decode_cursor(cursor)) is not None:
+            stmt = stmt.where(i.c.seq < after)
+        rows = (await self._conn.execute(stmt)).all()
+        return _page(rows, limit, lambda row: InterceptRecord(**_without(row._mapping, "seq")))
+
+
+class SqlDeadLetterRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, letter: DeadLetter) -> None:
+        values = msgspec_to_dict(letter)
+        values["created_at"] = letter.created_at or utcnow()
+        with _conflict_on_duplicate(f"dead letter {letter.id}", f"死信 {letter.id}"):
+            await self._conn.execute(dead_letters.insert(), values)
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        row = (await self._conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id))).first()
+        return None if row is None else DeadLetter(**_without(row._mapping, "seq"))
+
+    async def list(self, *, cursor: str | None, limit: int, include_replayed: bool) -> Page:
+        """Newest first."""
+        d = dead_letters
+        stmt = select(d).order_by(d.c.seq.desc()).limit(limit + 1)
+        if not include_replayed:
+            stmt = stmt.where(d.c.replayed_at.is_(None))
+        if (after := decode_cursor(cursor)) is not None:
+            stmt = stmt.where(d.c.seq < after)
+        rows = (await self._conn.execute(stmt)).all()
+        return _page(rows, limit, lambda row: DeadLetter(**_without(row._mapping, "seq")))
+
+    async def mark_replayed(self, letter_id: str, *, now: datetime) -> None:
+        await _update_one(
+            self._conn,
+            dead_letters.update().where(dead_letters.c.id == letter_id).values(replayed_at=now),
+            f"dead letter {letter_id}",
+        )
+
+
+class SqlApiKeyRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, record: ApiKeyRecord) -> None:
+        values = msgspec_to_dict(record)
+        values["created_at"] = record.created_at or utcnow()
+        with _conflict_on_duplicate("this API key", "该 API 密钥"):
+            await self._conn.execute(api_keys.insert(), values)
+
+    async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """Revoked keys are returned too; the caller checks ``revoked_at``."""
+        row = (await self._conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        return None if row is None else ApiKeyRecord(**row._mapping)
+
+
+def msgspec_to_dict(record: Any) -> dict[str, Any]:
+    """A record's fields as a dict of its own values (no conversion to builtins)."""
+    return {name: getattr(record, name) for name in record.__struct_fields__}
+
+
+def _without(mapping: Any, key: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _page(rows: Sequence[Row[Any]], limit: int, to_item: Callable[[Row[Any]], Any]) -> Page:
+    """One page from ``limit + 1`` rows keyed by ``seq``: the extra row only says another page exists."""
+    shown = rows[:limit]
+    more = len(rows) > limit and bool(shown)
+    return Page(items=[to_item(r) for r in shown], next_cursor=encode_cursor(shown[-1].seq) if more else None)

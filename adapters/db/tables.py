@@ -1,0 +1,232 @@
+"""The gateway's tables as SQLAlchemy Core objects, the one description the repositories query.
+
+The schema itself is created by the Alembic migrations in ``migrations/versions``; a test compares
+the two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in and out on every engine.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC
+    text (which also sorts and compares correctly) and given back their ``UTC`` on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the storage ports take timezone-aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> Any:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (its autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Deterministic constraint names, so the migrations can name what they create and drop.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("platform", String(40), nullable=False),
+    Column("shop_id", String(120), nullable=False),
+    Column("platform_order_id", String(120), nullable=False),
+    Column("platform_version", String(120)),
+    Column("state", String(20), nullable=False),
+    Column("canonical", _json(), nullable=False),
+    Column("mapping_version", String(80), nullable=False),
+    Column("rules_version", String(80), nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("erp_target", String(80)),
+    Column("erp_document_no", String(120)),
+    Column("erp_status", String(20)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_orders_platform_order", "platform", "platform_order_id"),
+)
+
+order_bindings = Table(
+    "order_bindings",
+    metadata,
+    Column("platform", String(40), primary_key=True),
+    Column("shop_id", String(120), primary_key=True),
+    Column("platform_order_id", String(120), primary_key=True),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False, unique=True),
+    Column("platform_version", String(120)),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("erp_target", String(80)),
+    Column("erp_document_no", String(120)),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+order_timeline = Table(
+    "order_timeline",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("detail", _json(), nullable=False),
+    Index("ix_order_timeline_order_id", "order_id"),
+)
+
+raw_payloads = Table(
+    "raw_payloads",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("body", LargeBinary, nullable=False),  # zlib-compressed
+    Column("size", Integer, nullable=False),  # uncompressed bytes
+    Column("received_at", UTCDateTime(), nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False),
+    Column("target", String(80), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("available_at", UTCDateTime(), nullable=False),
+    Column("lease_owner", String(120)),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("last_error", Text),
+    Column("state_data", _json(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_outbox_state_available", "state", "available_at"),
+    Index("ix_outbox_order_id", "order_id"),
+)
+
+intercepts = Table(
+    "intercepts",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("platform", String(40), nullable=False),
+    Column("shop_id", String(120)),
+    Column("platform_order_id", String(120)),
+    Column("rule_codes", _json(), nullable=False),
+    Column("verdict", String(10), nullable=False),
+    Column("violations", _json(), nullable=False),
+    Column("mapping_version", String(80)),
+    Column("rules_version", String(80)),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("snapshot", _json(), nullable=False),
+    Column("order_id", String(40), ForeignKey("orders.id")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_intercepts_created_at", "created_at"),
+    Index("ix_intercepts_platform_shop", "platform", "shop_id"),
+)
+
+intercept_rules = Table(
+    "intercept_rules",
+    metadata,
+    Column("intercept_id", String(40), ForeignKey("intercepts.id"), primary_key=True),
+    Column("rule_code", String(80), primary_key=True),
+    Index("ix_intercept_rules_rule_code", "rule_code"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("outbox_id", BigInteger, ForeignKey("outbox.id"), nullable=False),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False),
+    Column("target", String(80), nullable=False),
+    Column("reason_code", String(80), nullable=False),
+    Column("message_en", Text, nullable=False),
+    Column("message_zh", Text, nullable=False),
+    Column("partner_message", Text),
+    Column("hint", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("replayed_at", UTCDateTime()),
+)
+
+# Append-only: migrations add triggers refusing UPDATE and DELETE. ``at`` and ``data`` are kept as
+# the exact text that was hashed.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("at", Text, nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("action", String(80), nullable=False),
+    Column("subject_type", String(40), nullable=False),
+    Column("subject_id", String(120), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+)

@@ -1,0 +1,204 @@
+"""What auditors read: intercepts (JSON and CSV for Excel) and the hash-chained audit log; and what
+IT replays: dead letters."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from gateway.app.security import requires
+from gateway.errors import Conflict, NotFound, PayloadInvalid
+from gateway.replay import replay_dead_letter
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise PayloadInvalid(f"{name} is not an ISO-8601 time: {value!r}", f"{name} 不是 ISO-8601 时间") from None
+    if dt.tzinfo is None:
+        raise PayloadInvalid(f"{name} needs an offset, e.g. 2024-06-18T00:00:00+08:00", f"{name} 需要带时区偏移")
+    return dt
+
+
+def _intercept_body(r: Any) -> dict[str, Any]:
+    body = msgspec.to_builtins(r)
+    body["created_at"] = r.created_at.isoformat() if r.created_at else None
+    return body
+
+
+class AuditController(Controller):
+    path = "/v1"
+    tags = ["audit"]
+
+    @get("/intercepts", guards=[requires("auditor")])
+    async def intercepts(
+        self,
+        request: Request,
+        rule: str | None = None,
+        platform: str | None = None,
+        shop: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            page = await uow.intercepts.list(
+                rule=rule,
+                platform=platform,
+                shop=shop,
+                since=_when(since, "since"),
+                until=_when(until, "until"),
+                cursor=cursor,
+                limit=limit,
+            )
+        return {"items": [_intercept_body(r) for r in page.items], "next_cursor": page.next_cursor}
+
+    @get("/intercepts.csv", guards=[requires("auditor")])
+    async def intercepts_csv(
+        self,
+        request: Request,
+        rule: str | None = None,
+        platform: str | None = None,
+        shop: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Stream:
+        """The same rows as CSV, UTF-8 with a BOM so Excel opens the Chinese text correctly."""
+        c = request.app.state.container
+        filters = {
+            "rule": rule,
+            "platform": platform,
+            "shop": shop,
+            "since": _when(since, "since"),
+            "until": _when(until, "until"),
+        }
+
+        async def rows() -> AsyncIterator[bytes]:
+            yield "\ufeff".encode()
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(
+                [
+                    "intercept_id",
+                    "created_at",
+                    "platform",
+                    "shop_id",
+                    "order_id",
+                    "verdict",
+                    "rules",
+                    "message_zh",
+                    "message_en",
+                    "rules_version",
+                    "mapping_version",
+                    "payload_sha256",
+                    "gateway_order_id",
+                ]
+            )
+            cursor = None
+            while True:
+                async with c.uow_factory(write=False) as uow:
+                    page = await uow.intercepts.list(**filters, cursor=cursor, limit=500)
+                for r in page.items:
+                    w.writerow(
+                        [
+                            r.id,
+                            r.created_at.isoformat() if r.created_at else "",
+                            r.platform,
+                            r.shop_id or "",
+                            r.platform_order_id or "",
+                            r.verdict,
+                            " ".join(r.rule_codes),
+                            "；".join(v.get("message_zh", "") for v in r.violations),
+                            "; ".join(v.get("message_en", "") for v in r.violations),
+                            r.rules_version or "",
+                            r.mapping_version or "",
+                            r.payload_sha256,
+                            r.order_id or "",
+                        ]
+                    )
+                yield buf.getvalue().encode("utf-8")
+                buf.seek(0)
+                buf.truncate()
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+
+        return Stream(
+            rows(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="intercepts.csv"'},
+        )
+
+    @get("/audit", guards=[requires("auditor")])
+    async def audit(
+        self,
+        request: Request,
+        after: int = Parameter(default=0, ge=0),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        """Audit entries in sequence order after ``after``; pass the last seq back to page on."""
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            entries = await uow.audit.list(after_seq=after, limit=limit)
+        items = [msgspec.to_builtins(e) for e in entries]
+        return {"items": items, "next_after": items[-1]["seq"] if len(items) == limit else None}
+
+    @get("/audit/verify", guards=[requires("auditor")])
+    async def audit_verify(self, request: Request) -> dict[str, Any]:
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            check = await uow.audit.verify()
+        if check.ok:
+            return {"ok": True, "checked": check.checked}
+        return {"ok": False, "broken_at": check.broken_at, "checked": check.checked, "reason": check.reason}
+
+
+class DeadLetterController(Controller):
+    path = "/v1/dead-letters"
+    tags = ["dead letters"]
+
+    @get("/", guards=[requires("it")])
+    async def list_letters(
+        self,
+        request: Request,
+        include_replayed: bool = False,
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            page = await uow.dead_letters.list(cursor=cursor, limit=limit, include_replayed=include_replayed)
+        items = []
+        for d in page.items:
+            body = msgspec.to_builtins(d)
+            body["created_at"] = d.created_at.isoformat() if d.created_at else None
+            body["replayed_at"] = d.replayed_at.isoformat() if d.replayed_at else None
+            items.append(body)
+        return {"items": items, "next_cursor": page.next_cursor}
+
+    @post("/{letter_id:str}/replay", guards=[requires("it")], status_code=202)
+    async def replay(self, request: Request, letter_id: str) -> Response:
+        c = request.app.state.container
+        role = request.scope["state"]["role"]
+        try:
+            letter = await replay_dead_letter(letter_id, uow_factory=c.uow_factory, clock=c.clock, actor=role)
+        except LookupError:
+            raise NotFound(f"no dead letter {letter_id}", f"死信 {letter_id} 不存在") from None
+        except ValueError as exc:
+            raise Conflict(str(exc), "该死信已重放") from None
+        if c.worker is not None:
+            c.worker.wake()
+        return Response({"id": letter.id, "order_id": letter.order_id, "status": "requeued"}, status_code=202)

@@ -1,0 +1,49 @@
+"""The Litestar app factory: settings in, app out; the container is built in the app's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from gateway.app.audit import AuditController, DeadLetterController
+from gateway.app.errors import EXCEPTION_HANDLERS
+from gateway.app.ops import OpsController
+from gateway.app.orders import OrderController
+from gateway.bootstrap import Container, build_container
+from gateway.clock import Clock
+from gateway.settings import Settings
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
+    """Build the HTTP API and console for ``settings``."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        container: Container = await build_container(settings, clock=clock)
+        app.state.container = container
+        if container.worker is not None:
+            container.worker.start()
+        try:
+            yield
+        finally:
+            await container.aclose()
+
+    return Litestar(
+        route_handlers=[OrderController, AuditController, DeadLetterController, OpsController],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Order gateway",
+            version="0.1.0",
+            description="Platform orders in, ERP documents out. Errors: {code, message_zh, message_en}.",
+            path="/openapi",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        logging_config=None,  # configured once by the CLI (gateway.logging), PII masking included
+        debug=False,
+    )

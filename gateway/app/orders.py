@@ -1,0 +1,107 @@
+"""Orders: intake from the platforms, dry runs of the dictionaries, and reads for WMS / ERP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from gateway.app.security import requires
+from gateway.errors import NotFound, PayloadInvalid
+from gateway.intake import accept_order, decode_payload, evaluate, translate
+from gateway.pii import mask_order
+
+_READERS = ("wms", "erp", "it", "auditor")
+
+
+class OrderController(Controller):
+    path = "/v1"
+    tags = ["orders"]
+
+    @post("/orders/{platform:str}", guards=[requires("platform")], status_code=202)
+    async def submit(self, request: Request, platform: str) -> Response:
+        """Take one order exactly as the platform's order-detail API returned it."""
+        c = request.app.state.container
+        started = time.perf_counter()
+        body = await request.body()
+        try:
+            result = await accept_order(
+                platform,
+                body,
+                shop_header=request.headers.get("x-shop-id"),
+                uow_factory=c.uow_factory,
+                runtime=c.runtime,
+                clock=c.clock,
+                max_bytes=c.settings.max_body_bytes,
+            )
+        except PayloadInvalid:
+            c.metrics.intake_total.labels(platform, "invalid").inc()
+            raise
+        c.metrics.intake_total.labels(platform, result.outcome).inc()
+        c.metrics.intake_seconds.observe(time.perf_counter() - started)
+        if result.status_code == 202 and c.worker is not None:
+            c.worker.wake()
+        return Response(result.body, status_code=result.status_code)
+
+    @post("/mappings/{platform:str}/dry-run", guards=[requires("it", "platform")], status_code=200)
+    async def dry_run(self, request: Request, platform: str) -> dict[str, Any]:
+        """Translate and check a payload without storing anything."""
+        c = request.app.state.container
+        payload = decode_payload(await request.body(), max_bytes=c.settings.max_body_bytes)
+        order, unknown = translate(platform, payload, c.runtime, shop_header=request.headers.get("x-shop-id"))
+        violations = evaluate(order, c.runtime)
+        return {
+            "canonical": msgspec.to_builtins(order),
+            "unknown_fields": unknown,
+            "warnings": [msgspec.to_builtins(v) for v in violations if v.severity == "warn"],
+            "violations": [msgspec.to_builtins(v) for v in violations],
+            "mapping_version": c.runtime.platform_dictionaries[platform].version,
+            "rules_version": c.runtime.ruleset.version,
+        }
+
+    @get("/orders/{order_id:str}", guards=[requires(*_READERS)])
+    async def read(self, request: Request, order_id: str) -> dict[str, Any]:
+        """The canonical order with its gateway state, timeline and ERP document."""
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            order = await uow.orders.get(order_id)
+            if order is None:
+                raise NotFound(f"no order {order_id}", f"订单 {order_id} 不存在")
+            timeline = await uow.orders.timeline(order_id)
+        return _order_body(order, timeline, role=request.scope["state"]["role"])
+
+    @get("/orders", guards=[requires(*_READERS)])
+    async def list_orders(
+        self,
+        request: Request,
+        platform: str | None = None,
+        order_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = Parameter(default=50, ge=1, le=500),
+    ) -> dict[str, Any]:
+        """Orders, newest first, filtered by platform and platform order id; cursor-paginated."""
+        c = request.app.state.container
+        async with c.uow_factory(write=False) as uow:
+            page = await uow.orders.list(platform=platform, platform_order_id=order_id, cursor=cursor, limit=limit)
+        role = request.scope["state"]["role"]
+        return {"items": [_order_body(o, None, role=role) for o in page.items], "next_cursor": page.next_cursor}
+
+
+def _order_body(order: Any, timeline: list[Any] | None, *, role: str) -> dict[str, Any]:
+    # The WMS and the ERP ship the goods and need the address; everyone else sees it masked.
+    canonical = order.canonical if role in ("wms", "erp") else mask_order(order.canonical)
+    body = dict(canonical)
+    body.update(
+        id=order.id,
+        state=order.state,
+        mapping_version=order.mapping_version,
+        rules_version=order.rules_version,
+        erp={"target": order.erp_target, "document_no": order.erp_document_no, "status": order.erp_status},
+        created_at=order.created_at.isoformat() if order.created_at else None,
+    )
+    if timeline is not None:
+        body["timeline"] = [{"at": t.at.isoformat(), "kind": t.kind, "detail": t.detail} for t in timeline]
+    return body

@@ -1,0 +1,60 @@
+"""API-key authentication and role guards (CONTRACT §2): no or unknown key → 401, wrong role → 403.
+
+Keys are stored only as SHA-256 hashes; a short-lived in-memory cache keeps the database out of the
+hot path. ``admin`` may use every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from gateway.auth import MISS, allowed, hash_key, parse_bearer
+from gateway.errors import Forbidden, Unauthorized
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]
+
+
+async def role_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The role of the request's API key; raises ``Unauthorized``."""
+    cached = connection.scope.get("state", {}).get("role")
+    if cached:
+        return cached
+    key = parse_bearer(connection.headers.get("authorization"))
+    if not key:
+        raise Unauthorized(
+            hint="Send Authorization: Bearer <api key>; create one with `gateway keys create --role ROLE`"
+        )
+    container = connection.app.state.container
+    digest = hash_key(key)
+    role = container.keys.get(digest)
+    if role is MISS:
+        async with container.uow_factory(write=False) as uow:
+            record = await uow.keys.find_by_hash(digest)
+        role = record.role if record is not None and record.revoked_at is None else None
+        container.keys.put(digest, role)
+    if role is None:
+        raise Unauthorized()
+    connection.scope.setdefault("state", {})["role"] = role
+    return role
+
+
+def requires(*roles: str) -> Guard:
+    """A guard letting through keys whose role is one of ``roles`` (or ``admin``)."""
+    wanted = frozenset(roles)
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        role = await role_of(connection)
+        if not allowed(role, wanted):
+            raise Forbidden(
+                f"role {role!r} may not use this endpoint; it needs one of {sorted(wanted | {'admin'})}",
+                f"角色 {role!r} 无权访问此接口，需要 {sorted(wanted | {'admin'})} 之一",
+            )
+
+    return guard
+
+
+ANY_ROLE = ("platform", "wms", "erp", "it", "auditor")

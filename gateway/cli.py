@@ -1,0 +1,169 @@
+"""The ``gateway`` command (CONTRACT §1). Typer gives typed options and ``--help`` for free; rich
+draws progress for the commands that walk many payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+
+from gateway.settings import load_settings
+
+app = typer.Typer(
+    help="Order gateway: platform orders in, ERP documents out.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Listen address (default GATEWAY_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="Listen port (default GATEWAY_PORT or 8080)"),
+) -> None:
+    """HTTP API and console; with no GATEWAY_REDIS_URL also the embedded delivery worker."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    h, p = host or settings.host, port or settings.port
+    typer.echo(
+        f"gateway: console and API on http://{h}:{p}/  (database: {settings.database_url.split(':')[0]})", err=True
+    )
+    uvicorn.run(create_app(settings), host=h, port=p, log_level="warning", access_log=False)
+
+
+@app.command()
+def sandbox(
+    host: str = typer.Option("127.0.0.1", help="Listen address"),
+    port: int = typer.Option(8090, help="Listen port"),
+) -> None:
+    """The simulated partner systems (ERP and platforms) with fault injection."""
+    from adapters.sandbox.app import run_sandbox
+
+    typer.echo(f"sandbox: partner systems on http://{host}:{port}/ (inspect /_sandbox/calls)", err=True)
+    run_sandbox(host=host, port=port)
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8080, help="Gateway port"),
+    sandbox_port: int = typer.Option(8090, help="Sandbox port"),
+    samples: Path = typer.Option(None, help="Folder of platform samples (default ../shared/reference/samples)"),
+) -> None:
+    """Sandbox + gateway + a feed of sample orders; prints the console address and one key per role."""
+    from gateway.demo import run_demo
+
+    run_demo(port=port, sandbox_port=sandbox_port, samples=samples)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply database migrations (Alembic) to GATEWAY_DATABASE_URL."""
+    from adapters.db.migrate import current, upgrade
+
+    settings = load_settings()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:
+        raise _fail(
+            f"migration failed: {exc}\nCheck GATEWAY_DATABASE_URL and that the database is reachable."
+        ) from None
+    typer.echo(f"database at revision {current(settings.database_url)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="platform, wms, erp, it, auditor or admin"),
+    label: str = typer.Option(None, help="Who or what the key is for"),
+) -> None:
+    """Print a new API key once; only its hash is stored."""
+    from gateway.commands import ROLES, create_key
+
+    if role not in ROLES:
+        raise _fail(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    settings = load_settings()
+    key = asyncio.run(create_key(settings, role=role, label=label))
+    typer.echo(key)
+    typer.secho("Store it now: it is not shown again.", err=True, fg=typer.colors.YELLOW)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the audit hash chain; exit 0 when intact, 1 naming the first broken sequence number."""
+    from gateway.commands import verify_audit
+
+    settings = load_settings()
+    check = asyncio.run(verify_audit(settings))
+    if check.ok:
+        typer.echo(f"audit chain intact: {check.checked} entries checked")
+        raise typer.Exit(0)
+    typer.secho(
+        f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}); "
+        f"{check.checked} entries before it are intact",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+mappings_app = typer.Typer(help="Field-translation dictionaries.", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
+
+
+@mappings_app.command("validate")
+def mappings_validate(
+    path: Path = typer.Argument(None, help="A dictionary file or folder (default: all bundled)"),
+) -> None:
+    """Compile dictionaries and report every mistake with where it is."""
+    from gateway.mappings_cli import validate
+
+    raise typer.Exit(validate(path))
+
+
+@mappings_app.command("test")
+def mappings_test(
+    samples: Path = typer.Option(None, help="Folder of recorded payloads, one subfolder per platform"),
+    path: Path = typer.Option(None, help="Folder of dictionaries (default: bundled mappings/platforms)"),
+) -> None:
+    """Run dictionaries over recorded payloads; report failures and unknown fields."""
+    from gateway.mappings_cli import run_tests
+
+    raise typer.Exit(run_tests(samples, path))
+
+
+@mappings_app.command("diff")
+def mappings_diff(
+    a: Path = typer.Argument(..., help="The current dictionary"),
+    b: Path = typer.Argument(..., help="The proposed dictionary"),
+    samples: Path = typer.Option(None, help="Folder of recorded payloads for the dictionary's platform"),
+) -> None:
+    """Show, per recorded payload, what the proposed dictionary changes in the canonical order."""
+    from gateway.mappings_cli import diff
+
+    raise typer.Exit(diff(a, b, samples))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Bodies of the CLI commands that touch the database (part of the CLI, so it may use adapters)."""
+
+from __future__ import annotations
+
+from adapters.db.engine import create_engine
+from adapters.db.migrate import upgrade
+from adapters.db.uow import SqlUnitOfWorkFactory
+from gateway.audit import ChainCheck
+from gateway.auth import generate_key, hash_key
+from gateway.ids import new_id
+from gateway.ports import ApiKeyRecord, UnitOfWorkFactory
+from gateway.settings import Settings
+
+ROLES = ("platform", "wms", "erp", "it", "auditor", "admin")
+
+
+async def add_key(uow_factory: UnitOfWorkFactory, *, role: str, label: str | None, actor: str = "cli") -> str:
+    """Create a key, store its hash, audit the act; return the key (shown once)."""
+    key = generate_key(role)
+    record = ApiKeyRecord(id=new_id(), role=role, key_hash=hash_key(key), label=label)
+    async with uow_factory() as uow:
+        await uow.keys.add(record)
+        await uow.audit.append(
+            actor=actor,
+            action="api_key.created",
+            subject_type="api_key",
+            subject_id=record.id,
+            data={"role": role, "label": label},
+        )
+        await uow.commit()
+    return key
+
+
+async def create_key(settings: Settings, *, role: str, label: str | None) -> str:
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = create_engine(settings.database_url)
+    try:
+        return await add_key(SqlUnitOfWorkFactory(db), role=role, label=label)
+    finally:
+        await db.dispose()
+
+
+async def verify_audit(settings: Settings) -> ChainCheck:
+    db = create_engine(settings.database_url)
+    try:
+        async with SqlUnitOfWorkFactory(db)(write=False) as uow:
+            return await uow.audit.verify()
+    finally:
+        await db.dispose()

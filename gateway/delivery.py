@@ -1,0 +1,259 @@
+"""Delivery: one leased outbox row → one ERP document, exactly once.
+
+The same function serves every queue (the embedded worker now, arq workers later): it takes a
+lease and its collaborators and returns what happened. Exactly-once rests on three things:
+
+* the document code is derived from the order (``gateway.document``), so a retry repeats it;
+* before any attempt whose predecessor's outcome is unknown — a timeout, a dropped reply, or a
+  worker that died holding the lease — the ERP is asked whether the document already exists;
+* every write about an attempt is fenced by the lease token: a worker whose lease was taken over
+  cannot record anything.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.document import build_document
+from gateway.errors import ConfigError, MappingError, PartnerError, PermanentError, UnknownOutcomeError
+from gateway.ids import new_id
+from gateway.logging import get_logger
+from gateway.metrics import Metrics
+from gateway.ports import DeadLetter, ErpAdapter, ErpReceipt, OutboxLease, UnitOfWorkFactory
+from gateway.retry import backoff_delay, exhausted
+from gateway.runtime import Runtime
+
+log = get_logger("gateway.delivery")
+
+
+@dataclass
+class DeliveryDeps:
+    uow_factory: UnitOfWorkFactory
+    runtime: Runtime
+    adapters: Mapping[str, ErpAdapter]
+    clock: Clock
+    metrics: Metrics | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _outcome_unknown(lease: OutboxLease) -> bool:
+    # Every claim raises the token; every recorded failure raises attempts. A token ahead of the
+    # attempts means an earlier claim ended without recording anything: its worker died mid-call.
+    return bool(lease.state_data.get("outcome_unknown")) or lease.token > lease.attempts + 1
+
+
+async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
+    """Deliver the order behind ``lease``; return the outcome
+    (``delivered``, ``retry``, ``unknown_outcome``, ``dead``, ``skipped``, ``lease_lost``)."""
+    async with deps.uow_factory(write=False) as uow:
+        order = await uow.orders.get(lease.order_id)
+    if order is None or order.state in ("delivered", "held", "cancelled"):
+        # Nothing to send (already delivered by an earlier lease, or held since): close the row.
+        async with deps.uow_factory() as uow:
+            ok = await uow.outbox.finish(lease, now=deps.clock.now())
+            await uow.commit()
+        return "skipped" if ok else "lease_lost"
+    target = deps.runtime.config.targets.get(lease.target)
+    adapter = deps.adapters.get(lease.target)
+    if target is None or adapter is None:
+        return await _dead(
+            lease,
+            deps,
+            ConfigError(
+                f"target {lease.target!r} is not configured",
+                f"ERP 目标 {lease.target!r} 未配置",
+                hint="Restore the target in the configuration, then replay the dead letter",
+            ),
+        )
+    try:
+        doc = build_document(order, lease.target, target, deps.runtime)
+    except (MappingError, ConfigError) as exc:
+        hint = exc.hint or "Fix the value table or outbound dictionary named in the message, then replay"
+        return await _dead(
+            lease,
+            deps,
+            PermanentError(
+                f"cannot build the ERP document: {exc.message_en}",
+                f"无法生成 ERP 单据：{exc.message_zh}",
+                hint=hint,
+            ),
+        )
+    started = time.perf_counter()
+    receipt: ErpReceipt | None = None
+    looked_up = False
+    try:
+        if _outcome_unknown(lease):
+            looked_up = True
+            receipt = await adapter.lookup(doc)
+        if receipt is None:
+            receipt = await adapter.submit(doc)
+    except PermanentError as exc:
+        return await _dead(lease, deps, exc, code=doc.code)
+    except PartnerError as exc:
+        return await _retry(lease, deps, exc, code=doc.code)
+    finally:
+        if deps.metrics:
+            deps.metrics.delivery_seconds.labels(lease.target).observe(time.perf_counter() - started)
+    return await _record_success(lease, deps, receipt, doc.code, found_by_lookup=looked_up)
+
+
+async def _record_success(
+    lease: OutboxLease, deps: DeliveryDeps, receipt: ErpReceipt, code: str, *, found_by_lookup: bool
+) -> str:
+    now = deps.clock.now()
+    async with deps.uow_factory() as uow:
+        if not await uow.outbox.finish(lease, now=now):
+            return _lease_lost(lease, deps)
+        await uow.orders.set_erp(
+            lease.order_id, target=lease.target, document_no=receipt.document_no, status="delivered"
+        )
+        await uow.orders.set_state(lease.order_id, "delivered")
+        detail: dict[str, Any] = {
+            "target": lease.target,
+            "document_no": receipt.document_no,
+            "attempt": lease.attempts + 1,
+        }
+        if receipt.erp_key:
+            detail["erp_key"] = receipt.erp_key
+        if found_by_lookup:
+            detail["found_by_lookup"] = True
+        await uow.orders.add_timeline(lease.order_id, "erp.delivered", detail)
+        await uow.audit.append(
+            actor="gateway",
+            action="delivery.succeeded",
+            subject_type="order",
+            subject_id=lease.order_id,
+            data=detail | {"code": code},
+        )
+        await uow.commit()
+    if deps.metrics:
+        deps.metrics.deliveries_total.labels(lease.target, "delivered").inc()
+    log.info("delivered", order=lease.order_id, target=lease.target, document_no=receipt.document_no)
+    return "delivered"
+
+
+async def _retry(lease: OutboxLease, deps: DeliveryDeps, exc: PartnerError, *, code: str) -> str:
+    attempts = lease.attempts + 1
+    policy = deps.runtime.config.targets[lease.target].retry
+    unknown = isinstance(exc, UnknownOutcomeError)
+    if exhausted(policy, attempts):
+        return await _dead(lease, deps, exc, code=code, attempts=attempts)
+    delay = policy.unknown_outcome_delay_s if unknown else backoff_delay(policy, attempts, deps.rng)
+    now = deps.clock.now()
+    from datetime import timedelta
+
+    outcome = "unknown_outcome" if unknown else "retry"
+    async with deps.uow_factory() as uow:
+        ok = await uow.outbox.reschedule(
+            lease,
+            now=now,
+            available_at=now + timedelta(seconds=delay),
+            error=f"{exc.code}: {exc.message_en}",
+            state_data={"outcome_unknown": unknown or bool(lease.state_data.get("outcome_unknown"))},
+        )
+        if not ok:
+            return _lease_lost(lease, deps)
+        detail = {
+            "target": lease.target,
+            "attempt": attempts,
+            "code": code,
+            "error": exc.code,
+            "message": exc.message_en,
+            "retry_in_s": round(delay, 3),
+        }
+        await uow.orders.add_timeline(lease.order_id, f"erp.{outcome}", detail)
+        await uow.audit.append(
+            actor="gateway", action="delivery.failed", subject_type="order", subject_id=lease.order_id, data=detail
+        )
+        await uow.commit()
+    if deps.metrics:
+        deps.metrics.deliveries_total.labels(lease.target, outcome).inc()
+        deps.metrics.retries_total.labels(lease.target).inc()
+    log.warning(
+        "delivery will be retried",
+        order=lease.order_id,
+        target=lease.target,
+        error=exc.code,
+        attempt=attempts,
+        retry_in_s=round(delay, 3),
+    )
+    return outcome
+
+
+async def _dead(
+    lease: OutboxLease, deps: DeliveryDeps, exc: Exception, *, code: str | None = None, attempts: int | None = None
+) -> str:
+    now = deps.clock.now()
+    attempts = lease.attempts + 1 if attempts is None else attempts
+    reason = getattr(exc, "code", "DELIVERY_FAILED")
+    message_en = getattr(exc, "message_en", str(exc))
+    message_zh = getattr(exc, "message_zh", str(exc))
+    partner = getattr(exc, "partner_message", None)
+    hint = getattr(exc, "hint", None) or (
+        "The ERP kept failing: check it is reachable and healthy, then replay the dead letter"
+        if not isinstance(exc, PermanentError)
+        else "Correct the cause named in the message, then replay"
+    )
+    letter = DeadLetter(
+        id=new_id(),
+        outbox_id=lease.id,
+        order_id=lease.order_id,
+        target=lease.target,
+        reason_code=reason,
+        message_en=message_en,
+        message_zh=message_zh,
+        partner_message=partner,
+        hint=hint,
+        attempts=attempts,
+    )
+    async with deps.uow_factory() as uow:
+        if not await uow.outbox.bury(lease, now=now, error=f"{reason}: {message_en}"):
+            return _lease_lost(lease, deps)
+        await uow.dead_letters.add(letter)
+        await uow.orders.set_state(lease.order_id, "dead")
+        await uow.orders.set_erp(lease.order_id, target=lease.target, document_no=None, status="failed")
+        detail = {
+            "target": lease.target,
+            "dead_letter_id": letter.id,
+            "reason": reason,
+            "message": message_en,
+            "erp_message": partner,
+            "attempts": attempts,
+            "code": code,
+        }
+        await uow.orders.add_timeline(lease.order_id, "erp.dead_letter", detail)
+        await uow.audit.append(
+            actor="gateway",
+            action="delivery.dead_lettered",
+            subject_type="order",
+            subject_id=lease.order_id,
+            data=detail,
+        )
+        await uow.commit()
+    if deps.metrics:
+        deps.metrics.deliveries_total.labels(lease.target, "dead").inc()
+        deps.metrics.dead_letters_total.labels(lease.target).inc()
+    log.error(
+        "delivery failed for good",
+        order=lease.order_id,
+        target=lease.target,
+        reason=reason,
+        erp_message=partner,
+        dead_letter=letter.id,
+    )
+    return "dead"
+
+
+def _lease_lost(lease: OutboxLease, deps: DeliveryDeps) -> str:
+    if deps.metrics:
+        deps.metrics.lease_steals_total.inc()
+        deps.metrics.deliveries_total.labels(lease.target, "lease_lost").inc()
+    log.warning(
+        "lease lost; another worker owns this delivery now", order=lease.order_id, outbox=lease.id, token=lease.token
+    )
+    return "lease_lost"

@@ -1,0 +1,335 @@
+"""Intake: a platform's order payload in, a durable canonical order (or an intercept) out.
+
+    bytes → JSON → dictionary → canonical order → rules → one transaction:
+        accepted: order + binder row + outbox row + audit entry
+        held:     order + binder row + intercept + audit entry (no outbox row: never delivered)
+        rejected: intercept + audit entry (422)
+
+Everything a request writes commits together before the answer is sent, so a crash at any point
+leaves either nothing or the whole record. A repeat of the same platform order at the same or an
+older platform version changes nothing and answers 200 with the first answer's body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gateway.clock import Clock
+from gateway.errors import MappingError, PayloadInvalid, PayloadTooLarge, UnknownPlatform
+from gateway.ids import new_id
+from gateway.pii import mask_order
+from gateway.ports import Binding, InterceptRecord, OrderRecord, UnitOfWork, UnitOfWorkFactory
+from gateway.rules.catalog import RuleContext, Violation
+from gateway.runtime import Runtime
+from schemas.order import PLATFORMS, CanonicalOrder
+
+_decoder = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status_code: int  # 202 new, 200 repeat, 422 intercepted
+    body: dict[str, Any]
+    order_id: str | None = None
+    outcome: str = "accepted"  # accepted | held | intercepted | duplicate | updated
+
+
+def decode_payload(body: bytes, *, max_bytes: int) -> Any:
+    """Bytes → JSON value, with a reason a caller can act on when it is not JSON."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(
+            f"the body is {len(body)} bytes; the limit is {max_bytes}",
+            f"报文 {len(body)} 字节，超过上限 {max_bytes} 字节",
+            limit=max_bytes,
+        )
+    if not body.strip():
+        raise PayloadInvalid("the body is empty", "报文为空")
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise PayloadInvalid(
+                f"the body is not valid UTF-8 (byte {uexc.start})",
+                f"报文不是合法的 UTF-8 编码（第 {uexc.start} 字节）",
+                reason="encoding",
+            ) from None
+        raise PayloadInvalid(f"the body is not JSON: {exc}", f"报文不是合法的 JSON：{exc}", reason="json") from None
+
+
+def translate(
+    platform: str, payload: Any, runtime: Runtime, *, shop_header: str | None
+) -> tuple[CanonicalOrder, list[str]]:
+    """Payload → canonical order with its shop resolved; also the unknown source fields."""
+    if platform not in PLATFORMS:
+        raise UnknownPlatform(f"unknown platform {platform!r}; one of {', '.join(PLATFORMS)}", f"未知平台 {platform!r}")
+    dictionary = runtime.dictionary_for(platform)
+    if dictionary is None:
+        raise UnknownPlatform(
+            f"no dictionary is published for {platform}",
+            f"平台 {platform} 尚无已发布的字典",
+            hint=f"Add mappings/platforms/{platform}.toml",
+        )
+    order: CanonicalOrder = dictionary.translate(payload)
+    shop_id = runtime.config.resolve_shop(platform, header=shop_header, alias=dictionary.shop_alias(payload))
+    order = msgspec.structs.replace(order, shop_id=shop_id)
+    return order, dictionary.unknown_fields(payload)
+
+
+def evaluate(order: CanonicalOrder, runtime: Runtime) -> list[Violation]:
+    shop = runtime.config.shops[order.shop_id or ""]
+    ctx = RuleContext(shop_id=order.shop_id or "", target=shop.target, tables=runtime.tables[shop.target])
+    return runtime.ruleset.evaluate(order, ctx)
+
+
+def _newer(new: str | None, old: str | None) -> bool:
+    if new is None or old is None:
+        return new is not None and old is None
+    return new > old  # both ISO-8601 in the same offset, or numeric strings of equal width
+
+
+async def accept_order(
+    platform: str,
+    body: bytes,
+    *,
+    shop_header: str | None,
+    uow_factory: UnitOfWorkFactory,
+    runtime: Runtime,
+    clock: Clock,
+    max_bytes: int,
+    actor: str = "platform",
+) -> IntakeResult:
+    """Take one order payload; return the answer to send. Raises ``RequestError``s for 4xx."""
+    payload = decode_payload(body, max_bytes=max_bytes)
+    sha = hashlib.sha256(body).hexdigest()
+    order, unknown = translate(platform, payload, runtime, shop_header=shop_header)
+    now = clock.now()
+    order = msgspec.structs.replace(
+        order,
+        source=msgspec.structs.replace(order.source, raw_sha256=sha, fetched_at=now.isoformat(timespec="seconds")),
+    )
+    dictionary = runtime.platform_dictionaries[platform]
+    violations = evaluate(order, runtime)
+    verdict = (
+        "reject"
+        if any(v.severity == "reject" for v in violations)
+        else ("hold" if any(v.severity == "hold" for v in violations) else "accept")
+    )
+    async with uow_factory() as uow:
+        binding = await uow.orders.find_binding(platform, order.shop_id or "", order.order_id)
+        if binding is not None and (
+            binding.payload_sha256 == sha or not _newer(order.platform_version, binding.platform_version)
+        ):
+            stored = await uow.orders.get(binding.order_id)
+            assert stored is not None
+            return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate")
+        await uow.payloads.put(sha, body)
+        if verdict == "reject":
+            result = await _intercept(uow, order, violations, sha, dictionary.version, runtime, unknown, actor)
+        elif binding is None:
+            result = await _store_new(
+                uow, order, violations, verdict, sha, dictionary.version, runtime, clock, unknown, actor
+            )
+        else:
+            result = await _store_update(uow, binding, order, violations, verdict, sha, runtime, clock, unknown, actor)
+        await uow.commit()
+    return result
+
+
+def _answer(order: OrderRecord, unknown: list[str], warnings: list[Violation] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": order.id,
+        "platform": order.platform,
+        "order_id": order.platform_order_id,
+        "status": "held" if order.state == "held" else "accepted",
+        "mapping_version": order.mapping_version,
+        "rules_version": order.rules_version,
+    }
+    if unknown:
+        body["unknown_fields"] = unknown
+    if warnings:
+        body["warnings"] = [msgspec.to_builtins(w) for w in warnings]
+    return body
+
+
+async def _intercept(
+    uow: UnitOfWork,
+    order: CanonicalOrder,
+    violations: list[Violation],
+    sha: str,
+    mapping_version: str,
+    runtime: Runtime,
+    unknown: list[str],
+    actor: str,
+    *,
+    verdict: str = "reject",
+    order_id: str | None = None,
+) -> IntakeResult:
+    intercept_id = new_id()
+    shown = [v for v in violations if v.severity == verdict]
+    record = InterceptRecord(
+        id=intercept_id,
+        platform=order.platform,
+        shop_id=order.shop_id,
+        platform_order_id=order.order_id,
+        rule_codes=sorted({v.rule for v in shown}),
+        verdict=verdict,  # type: ignore[arg-type]
+        violations=[msgspec.to_builtins(v) for v in violations],
+        mapping_version=mapping_version,
+        rules_version=runtime.ruleset.version,
+        payload_sha256=sha,
+        snapshot=mask_order(msgspec.to_builtins(order)),
+        order_id=order_id,
+    )
+    await uow.intercepts.add(record)
+    await uow.audit.append(
+        actor=actor,
+        action=f"order.{'intercepted' if verdict == 'reject' else 'held'}",
+        subject_type="intercept",
+        subject_id=intercept_id,
+        data={
+            "platform": order.platform,
+            "shop_id": order.shop_id,
+            "order_id": order.order_id,
+            "rules": record.rule_codes,
+            "rules_version": runtime.ruleset.version,
+            "mapping_version": mapping_version,
+            "payload_sha256": sha,
+            "gateway_order_id": order_id,
+        },
+    )
+    body = {
+        "code": "ORDER_INTERCEPTED",
+        "message_zh": "订单被业务规则拦截：" + "；".join(v.message_zh for v in shown),
+        "message_en": "The order was intercepted by business rules: " + "; ".join(v.message_en for v in shown),
+        "intercept_id": intercept_id,
+        "violations": [msgspec.to_builtins(v) for v in violations],
+    }
+    return IntakeResult(422, body, None, "intercepted")
+
+
+async def _store_new(
+    uow: UnitOfWork,
+    order: CanonicalOrder,
+    violations: list[Violation],
+    verdict: str,
+    sha: str,
+    mapping_version: str,
+    runtime: Runtime,
+    clock: Clock,
+    unknown: list[str],
+    actor: str,
+) -> IntakeResult:
+    shop = runtime.config.shops[order.shop_id or ""]
+    state = "held" if verdict == "hold" else "accepted"
+    record = await uow.orders.add(
+        OrderRecord(
+            id=new_id(),
+            platform=order.platform,
+            shop_id=order.shop_id or "",
+            platform_order_id=order.order_id,
+            platform_version=order.platform_version,
+            state=state,
+            canonical=msgspec.to_builtins(order),
+            mapping_version=mapping_version,
+            rules_version=runtime.ruleset.version,
+            payload_sha256=sha,
+            erp_target=shop.target,
+            erp_status="pending" if state == "accepted" else None,
+        )
+    )
+    await uow.orders.add_timeline(record.id, f"order.{state}", _timeline_detail(violations, unknown, sha))
+    await uow.audit.append(
+        actor=actor,
+        action=f"order.{state}",
+        subject_type="order",
+        subject_id=record.id,
+        data={
+            "platform": order.platform,
+            "shop_id": order.shop_id,
+            "order_id": order.order_id,
+            "platform_version": order.platform_version,
+            "payload_sha256": sha,
+            "mapping_version": mapping_version,
+            "rules_version": runtime.ruleset.version,
+            "target": shop.target,
+        },
+    )
+    if state == "accepted":
+        await uow.outbox.add(order_id=record.id, target=shop.target, kind="deliver", available_at=clock.now())
+    else:
+        await _intercept(
+            uow, order, violations, sha, mapping_version, runtime, unknown, actor, verdict="hold", order_id=record.id
+        )
+    warnings = [v for v in violations if v.severity == "warn"]
+    return IntakeResult(202, _answer(record, unknown, warnings), record.id, state)
+
+
+async def _store_update(
+    uow: UnitOfWork,
+    binding: Binding,
+    order: CanonicalOrder,
+    violations: list[Violation],
+    verdict: str,
+    sha: str,
+    runtime: Runtime,
+    clock: Clock,
+    unknown: list[str],
+    actor: str,
+) -> IntakeResult:
+    """A newer platform version of a known order: keep it, and release or hold delivery."""
+    stored = await uow.orders.get(binding.order_id)
+    assert stored is not None
+    await uow.orders.replace_canonical(
+        stored.id, canonical=msgspec.to_builtins(order), platform_version=order.platform_version, payload_sha256=sha
+    )
+    changed = sorted(k for k, v in msgspec.to_builtins(order).items() if stored.canonical.get(k) != v and k != "source")
+    new_state = stored.state
+    if stored.state in ("accepted", "held"):
+        new_state = "held" if verdict == "hold" else "accepted"
+        if new_state != stored.state:
+            await uow.orders.set_state(stored.id, new_state)  # type: ignore[arg-type]
+        if stored.state == "held" and new_state == "accepted":
+            await uow.outbox.add(
+                order_id=stored.id, target=stored.erp_target or "", kind="deliver", available_at=clock.now()
+            )
+            await uow.orders.set_erp(stored.id, target=stored.erp_target or "", document_no=None, status="pending")
+    detail = _timeline_detail(violations, unknown, sha) | {
+        "changed": changed,
+        "platform_version": order.platform_version,
+    }
+    if stored.state not in ("accepted", "held"):
+        detail["note"] = "the ERP document is not edited by this version of the gateway"
+    await uow.orders.add_timeline(stored.id, "order.updated", detail)
+    await uow.audit.append(
+        actor=actor,
+        action="order.updated",
+        subject_type="order",
+        subject_id=stored.id,
+        data={
+            "changed": changed,
+            "platform_version": order.platform_version,
+            "payload_sha256": sha,
+            "state": new_state,
+            "previous_state": stored.state,
+        },
+    )
+    stored = msgspec.structs.replace(stored, state=new_state)
+    return IntakeResult(202, _answer(stored, unknown), stored.id, "updated")
+
+
+def _timeline_detail(violations: list[Violation], unknown: list[str], sha: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"payload_sha256": sha}
+    if violations:
+        detail["violations"] = [msgspec.to_builtins(v) for v in violations]
+    if unknown:
+        detail["unknown_fields"] = unknown
+    return detail
+
+
+__all__ = ["IntakeResult", "MappingError", "accept_order", "decode_payload", "evaluate", "translate"]

@@ -1,0 +1,118 @@
+"""The embedded delivery worker: runs inside ``gateway serve`` when no Redis is configured.
+
+It claims due outbox rows with a lease and runs ``gateway.delivery.deliver`` on each, with at most
+``concurrency`` documents in flight per ERP target (the legacy ERP's own limit) and
+``worker_concurrency`` in the whole process. Intake wakes it after each commit; otherwise it
+sleeps until the next row is due. A row whose lease expires — the process died mid-call — is
+claimed again, and ``deliver`` looks the document up before sending it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from datetime import timedelta
+
+from gateway.delivery import DeliveryDeps, deliver
+from gateway.logging import get_logger
+
+log = get_logger("gateway.worker")
+
+
+class EmbeddedWorker:
+    def __init__(self, deps: DeliveryDeps, *, concurrency: int, lease_seconds: float, idle_poll_s: float = 1.0) -> None:
+        self.deps = deps
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_seconds = lease_seconds
+        self.idle_poll_s = idle_poll_s
+        self._free = concurrency
+        self._target_limits = {
+            name: asyncio.Semaphore(max(1, t.concurrency)) for name, t in deps.runtime.config.targets.items()
+        }
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def wake(self) -> None:
+        """Something new is in the outbox: look now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="embedded-worker")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let in-flight deliveries finish (their leases expire if they cannot)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self._claim_some()
+            except Exception:  # the database may be briefly unavailable; keep the worker alive
+                log.exception("claiming outbox rows failed; retrying")
+                claimed = 0
+            if claimed:
+                continue
+            await self._sleep_until_due()
+
+    async def _claim_some(self) -> int:
+        if self._free <= 0:
+            await self._wait_for_slot()
+            return 1
+        now = self.deps.clock.now()
+        async with self.deps.uow_factory() as uow:
+            leases = await uow.outbox.claim(
+                owner=self.owner, now=now, lease_seconds=self.lease_seconds, limit=self._free
+            )
+            await uow.commit()
+        for lease in leases:
+            self._free -= 1
+            task = asyncio.get_running_loop().create_task(self._run_one(lease))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(leases)
+
+    async def _wait_for_slot(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _run_one(self, lease) -> None:  # noqa: ANN001 - OutboxLease
+        limit = self._target_limits.setdefault(lease.target, asyncio.Semaphore(1))
+        try:
+            async with limit:
+                await deliver(lease, self.deps)
+        except Exception:
+            # An unexpected error must not kill the worker; the lease expires and the row returns.
+            log.exception("delivery crashed", order=lease.order_id, outbox=lease.id)
+        finally:
+            self._free += 1
+            self._wake.set()
+
+    async def _sleep_until_due(self) -> None:
+        timeout = self.idle_poll_s
+        try:
+            async with self.deps.uow_factory(write=False) as uow:
+                due = await uow.outbox.next_due_at()
+            if due is not None:
+                wait = (due - self.deps.clock.now()) / timedelta(seconds=1)
+                timeout = max(0.01, min(timeout, wait))
+        except Exception:
+            log.exception("reading the next due time failed")
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)

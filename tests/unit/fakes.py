@@ -1,0 +1,463 @@
+"""In-memory fakes of every storage port, honouring the same semantics as ``adapters/db`` (the
+conformance suite in ``tests/integration/test_storage_conformance.py`` runs against both).
+
+A unit of work copies the whole state when it begins and publishes the copy on ``commit()``;
+leaving without committing discards it. Write units of work are serialised by one lock, as on
+SQLite, so concurrent writers never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+import msgspec
+
+from gateway.audit import GENESIS_HASH, AuditEntry, ChainCheck, entry_hash, verify_chain
+from gateway.errors import Conflict, NotFound, PayloadInvalid
+from gateway.ports import (
+    ApiKeyRecord,
+    Binding,
+    DeadLetter,
+    InterceptRecord,
+    OrderRecord,
+    OrderState,
+    OutboxLease,
+    Page,
+    TimelineEntry,
+)
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_copy(value: Any) -> Any:
+    """What a JSON column gives back."""
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+@dataclass
+class FakeOutboxRow:
+    id: int
+    order_id: str
+    target: str
+    kind: str
+    state: str = "pending"
+    attempts: int = 0
+    token: int = 0
+    available_at: datetime = field(default_factory=_now)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    state_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeState:
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+    bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
+    timeline: dict[str, list[TimelineEntry]] = field(default_factory=dict)
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    outbox: dict[int, FakeOutboxRow] = field(default_factory=dict)
+    intercepts: list[tuple[int, InterceptRecord]] = field(default_factory=list)
+    dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    audit_head: tuple[int, str] = (0, GENESIS_HASH)
+    keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    last_seq: int = 0  # one counter for every autoincrement key
+
+    def next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+
+def _page(keyed: Sequence[tuple[int, Any]], cursor: str | None, limit: int) -> Page:
+    """Newest first by key, as the SQL repositories page."""
+    if cursor:
+        try:
+            after = int(cursor)
+        except ValueError as exc:
+            raise PayloadInvalid(f"invalid cursor {cursor!r}") from exc
+        keyed = [(k, v) for k, v in keyed if k < after]
+    ordered = sorted(keyed, key=lambda kv: kv[0], reverse=True)
+    shown = ordered[:limit]
+    more = len(ordered) > limit and bool(shown)
+    return Page(items=[copy.deepcopy(v) for _, v in shown], next_cursor=str(shown[-1][0]) if more else None)
+
+
+class FakeOrderRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    def _order(self, order_id: str) -> OrderRecord:
+        try:
+            return self._s.orders[order_id]
+        except KeyError:
+            raise NotFound(f"order {order_id} not found") from None
+
+    def _binding(self, order_id: str) -> Binding:
+        return next(b for b in self._s.bindings.values() if b.order_id == order_id)
+
+    async def find_binding(self, platform: str, shop_id: str, platform_order_id: str) -> Binding | None:
+        return copy.deepcopy(self._s.bindings.get((platform, shop_id, platform_order_id)))
+
+    async def add(self, order: OrderRecord) -> OrderRecord:
+        key = (order.platform, order.shop_id, order.platform_order_id)
+        if key in self._s.bindings or order.id in self._s.orders:
+            raise Conflict("this platform order (or gateway id) is already stored")
+        created = order.created_at or _now()
+        stored = msgspec.structs.replace(
+            order,
+            seq=self._s.next_seq(),
+            canonical=_json_copy(order.canonical),
+            created_at=created,
+            updated_at=order.updated_at or created,
+        )
+        self._s.orders[order.id] = stored
+        self._s.bindings[key] = Binding(
+            order_id=order.id,
+            platform=order.platform,
+            shop_id=order.shop_id,
+            platform_order_id=order.platform_order_id,
+            platform_version=order.platform_version,
+            payload_sha256=order.payload_sha256,
+            erp_target=order.erp_target,
+            erp_document_no=order.erp_document_no,
+        )
+        return copy.deepcopy(stored)
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        return copy.deepcopy(self._s.orders.get(order_id))
+
+    async def list(
+        self, *, platform: str | None, platform_order_id: str | None, cursor: str | None, limit: int
+    ) -> Page:
+        found = [
+            (o.seq or 0, o)
+            for o in self._s.orders.values()
+            if (platform is None or o.platform == platform)
+            and (platform_order_id is None or o.platform_order_id == platform_order_id)
+        ]
+        return _page(found, cursor, limit)
+
+    async def replace_canonical(
+        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
+    ) -> None:
+        order, binding = self._order(order_id), self._binding(order_id)
+        order.canonical = _json_copy(canonical)
+        order.platform_version = binding.platform_version = platform_version
+        order.payload_sha256 = binding.payload_sha256 = payload_sha256
+        order.updated_at = _now()
+
+    async def set_state(self, order_id: str, state: OrderState) -> None:
+        order = self._order(order_id)
+        order.state = state
+        order.updated_at = _now()
+
+    async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
+        order, binding = self._order(order_id), self._binding(order_id)
+        order.erp_target = binding.erp_target = target
+        if document_no is not None:
+            order.erp_document_no = binding.erp_document_no = document_no
+        order.erp_status = status
+        order.updated_at = _now()
+
+    async def add_timeline(self, order_id: str, kind: str, detail: dict[str, Any]) -> None:
+        entry = TimelineEntry(at=_now(), kind=kind, detail=_json_copy(detail))
+        self._s.timeline.setdefault(order_id, []).append(entry)
+
+    async def timeline(self, order_id: str) -> list[TimelineEntry]:
+        return copy.deepcopy(self._s.timeline.get(order_id, []))
+
+
+class FakePayloadStore:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def put(self, sha256: str, raw: bytes) -> None:
+        self._s.payloads.setdefault(sha256, bytes(raw))
+
+    async def get(self, sha256: str) -> bytes | None:
+        return self._s.payloads.get(sha256)
+
+
+class FakeOutbox:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add(self, *, order_id: str, target: str, kind: str, available_at: datetime) -> int:
+        row = FakeOutboxRow(
+            id=self._s.next_seq(), order_id=order_id, target=target, kind=kind, available_at=available_at
+        )
+        self._s.outbox[row.id] = row
+        return row.id
+
+    async def claim(
+        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[OutboxLease]:
+        rows = sorted(self._s.outbox.values(), key=lambda r: r.id)
+        leases: list[OutboxLease] = []
+        for row in rows:
+            if len(leases) >= limit:
+                break
+            due = (row.state == "pending" and row.available_at <= now) or (
+                row.state == "leased" and row.lease_expires_at is not None and row.lease_expires_at < now
+            )
+            blocked = any(
+                r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased")
+                for r in rows
+            )
+            if not due or blocked:
+                continue
+            row.state, row.lease_owner, row.token = "leased", owner, row.token + 1
+            row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            leases.append(
+                OutboxLease(
+                    id=row.id,
+                    order_id=row.order_id,
+                    target=row.target,
+                    kind=row.kind,
+                    attempts=row.attempts,
+                    token=row.token,
+                    lease_expires_at=row.lease_expires_at,
+                    state_data=copy.deepcopy(row.state_data),
+                )
+            )
+        return leases
+
+    def _fenced(self, lease: OutboxLease) -> FakeOutboxRow | None:
+        row = self._s.outbox.get(lease.id)
+        if row is None or row.token != lease.token or row.state != "leased":
+            return None
+        return row
+
+    def _end_attempt(self, lease: OutboxLease, state: str, error: str | None) -> FakeOutboxRow | None:
+        row = self._fenced(lease)
+        if row is not None:
+            row.state, row.attempts = state, row.attempts + 1
+            row.lease_owner = row.lease_expires_at = None
+            if error is not None:
+                row.last_error = error
+        return row
+
+    async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
+        return self._end_attempt(lease, "done", None) is not None
+
+    async def reschedule(
+        self,
+        lease: OutboxLease,
+        *,
+        now: datetime,
+        available_at: datetime,
+        error: str,
+        state_data: dict[str, Any],
+    ) -> bool:
+        row = self._end_attempt(lease, "pending", error)
+        if row is None:
+            return False
+        row.available_at, row.state_data = available_at, _json_copy(state_data)
+        return True
+
+    async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
+        return self._end_attempt(lease, "dead", error) is not None
+
+    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
+        row = self._s.outbox.get(outbox_id)
+        if row is None or row.state != "dead":
+            return False
+        row.state, row.attempts, row.available_at = "pending", 0, now
+        return True
+
+    async def pending_count(self) -> int:
+        return sum(1 for r in self._s.outbox.values() if r.state in ("pending", "leased"))
+
+    async def next_due_at(self) -> datetime | None:
+        times = [r.available_at for r in self._s.outbox.values() if r.state == "pending"]
+        times += [
+            r.lease_expires_at for r in self._s.outbox.values() if r.state == "leased" and r.lease_expires_at
+        ]
+        return min(times) if times else None
+
+
+class FakeInterceptRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add(self, record: InterceptRecord) -> None:
+        if any(r.id == record.id for _, r in self._s.intercepts):
+            raise Conflict(f"intercept {record.id} exists")
+        stored = msgspec.structs.replace(copy.deepcopy(record), created_at=record.created_at or _now())
+        self._s.intercepts.append((self._s.next_seq(), stored))
+
+    async def list(
+        self,
+        *,
+        rule: str | None,
+        platform: str | None,
+        shop: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        def keep(r: InterceptRecord) -> bool:
+            at = r.created_at
+            assert at is not None
+            return (
+                (rule is None or rule in r.rule_codes)
+                and (platform is None or r.platform == platform)
+                and (shop is None or r.shop_id == shop)
+                and (since is None or at >= since)
+                and (until is None or at < until)
+            )
+
+        return _page([(k, r) for k, r in self._s.intercepts if keep(r)], cursor, limit)
+
+
+class FakeDeadLetterRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add(self, letter: DeadLetter) -> None:
+        if any(d.id == letter.id for _, d in self._s.dead_letters):
+            raise Conflict(f"dead letter {letter.id} exists")
+        stored = msgspec.structs.replace(letter, created_at=letter.created_at or _now())
+        self._s.dead_letters.append((self._s.next_seq(), stored))
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        return copy.deepcopy(next((d for _, d in self._s.dead_letters if d.id == letter_id), None))
+
+    async def list(self, *, cursor: str | None, limit: int, include_replayed: bool) -> Page:
+        found = [(k, d) for k, d in self._s.dead_letters if include_replayed or d.replayed_at is None]
+        return _page(found, cursor, limit)
+
+    async def mark_replayed(self, letter_id: str, *, now: datetime) -> None:
+        letter = next((d for _, d in self._s.dead_letters if d.id == letter_id), None)
+        if letter is None:
+            raise NotFound(f"dead letter {letter_id} not found")
+        letter.replayed_at = now
+
+
+class FakeAuditLog:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def append(
+        self, *, actor: str, action: str, subject_type: str, subject_id: str, data: dict[str, Any]
+    ) -> AuditEntry:
+        seq, prev_hash = self._s.audit_head
+        fields = {
+            "seq": seq + 1,
+            "at": _now().isoformat(),
+            "actor": actor,
+            "action": action,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "data": msgspec.json.decode(_encoder.encode(data)),
+            "prev_hash": prev_hash,
+        }
+        entry = AuditEntry(**fields, hash=entry_hash(**fields))
+        self._s.audit.append(entry)
+        self._s.audit_head = (entry.seq, entry.hash)
+        return copy.deepcopy(entry)
+
+    async def list(self, *, after_seq: int, limit: int) -> Sequence[AuditEntry]:
+        entries = sorted((e for e in self._s.audit if e.seq > after_seq), key=lambda e: e.seq)
+        return copy.deepcopy(entries[:limit])
+
+    async def verify(self) -> ChainCheck:
+        entries = sorted(self._s.audit, key=lambda e: e.seq)
+        result = verify_chain(entries)
+        if not result.ok:
+            return result
+        head_seq, head_hash = self._s.audit_head
+        last_hash = entries[-1].hash if entries else GENESIS_HASH
+        if head_seq > len(entries):
+            return ChainCheck(
+                ok=False,
+                checked=len(entries),
+                broken_at=len(entries) + 1,
+                reason="entries missing at the end",
+            )
+        if head_seq < len(entries):
+            return ChainCheck(
+                ok=False, checked=len(entries), broken_at=head_seq + 1, reason="entries beyond the chain head"
+            )
+        if head_hash != last_hash:
+            return ChainCheck(
+                ok=False,
+                checked=len(entries),
+                broken_at=head_seq,
+                reason="chain head does not match the last entry",
+            )
+        return result
+
+
+class FakeApiKeyRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add(self, record: ApiKeyRecord) -> None:
+        if any(k.key_hash == record.key_hash for k in self._s.keys.values()) or record.id in self._s.keys:
+            raise Conflict("api key exists")
+        self._s.keys[record.id] = msgspec.structs.replace(record, created_at=record.created_at or _now())
+
+    async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        return copy.deepcopy(next((k for k in self._s.keys.values() if k.key_hash == key_hash), None))
+
+
+class FakeUnitOfWork:
+    def __init__(self, factory: FakeUnitOfWorkFactory, *, write: bool) -> None:
+        self._factory = factory
+        self._lock = factory.write_lock if write else None
+        self._state: FakeState | None = None
+
+    def _begin(self) -> None:
+        self._state = state = copy.deepcopy(self._factory.state)
+        self.orders = FakeOrderRepository(state)
+        self.payloads = FakePayloadStore(state)
+        self.outbox = FakeOutbox(state)
+        self.intercepts = FakeInterceptRepository(state)
+        self.dead_letters = FakeDeadLetterRepository(state)
+        self.audit = FakeAuditLog(state)
+        self.keys = FakeApiKeyRepository(state)
+
+    async def __aenter__(self) -> Self:
+        if self._lock is not None:
+            await self._lock.acquire()
+        self._begin()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._state = None
+        if self._lock is not None:
+            self._lock.release()
+
+    async def commit(self) -> None:
+        if self._state is None:
+            raise RuntimeError("the unit of work is not open: use `async with`")
+        self._factory.state = self._state
+        self._factory.commits += 1
+        self._begin()  # like a connection: later work starts a new transaction
+
+    async def rollback(self) -> None:
+        self._begin()
+
+
+class FakeUnitOfWorkFactory:
+    """``UnitOfWorkFactory`` over one shared in-memory state (``state``, for test assertions)."""
+
+    def __init__(self, state: FakeState | None = None) -> None:
+        self.state = state or FakeState()
+        self.write_lock = asyncio.Lock()
+        self.commits = 0
+
+    def __call__(self, *, write: bool = True) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self, write=write)
