@@ -44,7 +44,7 @@ def serve(
     typer.echo(
         f"gateway: console and API on http://{h}:{p}/  (database: {settings.database_url.split(':')[0]})", err=True
     )
-    uvicorn.run(create_app(settings), host=h, port=p, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings), host=h, port=p, log_config=None, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -24,7 +24,7 @@ DEMO_DB = Path("var/demo.db")
 def _start_sandbox(port: int) -> uvicorn.Server:
     from adapters.sandbox.app import create_sandbox_app
 
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(), host="127.0.0.1", port=port, log_config=None, log_level="warning"))
     thread = threading.Thread(target=server.run, name="sandbox", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

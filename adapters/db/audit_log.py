@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Row, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.engine import Executor
 from adapters.db.tables import audit_head, audit_log
 from gateway.audit import GENESIS_HASH, AuditEntry, ChainCheck, entry_hash, verify_chain
 
@@ -49,7 +49,7 @@ def _entry(row: Row[Any]) -> AuditEntry:
 
 
 class SqlAuditLog:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def append(

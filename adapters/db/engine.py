@@ -1,11 +1,11 @@
 """Opening the database: SQLite (embedded default) or PostgreSQL, behind one small ``Database``.
 
-SQLite allows one writer at a time. Rather than let writers collide and spin on ``busy_timeout``,
-each process funnels its writes through one ``asyncio.Lock`` and every write transaction starts
-with ``BEGIN IMMEDIATE``, so it holds the file's write lock from its first statement (a deferred
-transaction that reads first and writes later can fail with SQLITE_BUSY instead of waiting).
-The driver's own implicit BEGIN is switched off as in the SQLAlchemy docs ("Enabling
-Non-Legacy SQLite Transactional Modes"). Readers take no lock: WAL lets them run beside the writer.
+PostgreSQL: one ``asyncpg`` engine for everything. SQLite: an ``aiosqlite`` engine for reads and
+migrations (readers run beside the writer in WAL mode and take no lock), plus the process's single
+writer (``sqlite_writer.py``), which runs write transactions on the stdlib driver with group commit.
+Both SQLite engines switch the driver's implicit BEGIN off and emit their own, as in the SQLAlchemy
+docs ("Enabling Non-Legacy SQLite Transactional Modes"); the writer's is ``BEGIN IMMEDIATE``, so it
+holds the file's write lock from its first statement instead of failing with SQLITE_BUSY later.
 """
 
 from __future__ import annotations
@@ -13,18 +13,32 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
+
+from adapters.db.sqlite_writer import SqliteWriter
 
 DEFAULT_URL = "sqlite+aiosqlite:///./var/gateway.db"
 
-_WRITE_OPTION = "gateway_write"  # execution option marking connections of write transactions
+# Execution options that make a SQLite transaction start with BEGIN IMMEDIATE (migrations use it).
+BEGIN_IMMEDIATE = {"gateway_begin_immediate": True}
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+
+class Executor(Protocol):
+    """What the repositories need of a connection: an ``AsyncConnection`` or a ``WriterSession``."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
 
 
 def dumps_json(value: Any) -> str:
@@ -38,81 +52,74 @@ def loads_json(text: str | bytes) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """An open database: the engine, the facts about its dialect, and (SQLite) the writer lock."""
+    """An open database: its engine, the facts about its dialect and, on SQLite, the writer."""
 
     url: str
-    engine: AsyncEngine
     dialect: Literal["sqlite", "postgresql"]
-    writer: AsyncEngine  # the same pool, with write transactions marked for BEGIN IMMEDIATE
-    write_lock: asyncio.Lock | None  # SQLite only: one writer per process
+    engine: AsyncEngine  # reads everywhere; writes too on PostgreSQL
+    sqlite_writer: SqliteWriter | None = None
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    @property
+    def write_lock(self) -> asyncio.Lock | None:
+        """SQLite: the lock every write unit of work holds (one writer per process)."""
+        return self.sqlite_writer.lock if self.sqlite_writer else None
+
     async def dispose(self) -> None:
+        if self.sqlite_writer is not None:
+            self.sqlite_writer.close()
         await self.engine.dispose()
 
 
-def create_engine(
-    url: str = DEFAULT_URL, *, synchronous: Synchronous = "FULL", pool_size: int = 5
-) -> Database:
-    """Open ``url`` (``sqlite+aiosqlite://…`` or ``postgresql+asyncpg://…``).
+def create_engine(url: str = DEFAULT_URL, *, synchronous: Synchronous = "FULL", pool_size: int = 5) -> Database:
+    """Open ``url`` (``sqlite+aiosqlite:///FILE`` or ``postgresql+asyncpg://…``).
 
     Args:
         url: an async SQLAlchemy URL; a SQLite file's folder is created when missing.
         synchronous: SQLite ``PRAGMA synchronous``; ``FULL`` survives power loss, ``NORMAL`` is
             faster and in WAL mode may lose the last commits (never corrupts) on power loss.
-        pool_size: PostgreSQL connections kept open.
+        pool_size: connections kept open (PostgreSQL; SQLite readers).
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _open_sqlite(url, parsed.database, synchronous)
+    json = {"json_serializer": dumps_json, "json_deserializer": loads_json}
     if backend == "postgresql":
-        engine = create_async_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_recycle=1800,
-            json_serializer=dumps_json,
-            json_deserializer=loads_json,
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **json)
+        return Database(url=url, dialect="postgresql", engine=engine)
+    if backend != "sqlite":
+        raise ValueError(
+            f"unsupported database URL {parsed.render_as_string()!r}: use sqlite+aiosqlite or postgresql+asyncpg"
         )
-        return Database(url=url, engine=engine, dialect="postgresql", writer=engine, write_lock=None)
-    raise ValueError(
-        f"unsupported database URL {parsed.render_as_string()!r}: use sqlite+aiosqlite or postgresql+asyncpg"
-    )
-
-
-def ensure_sqlite_folder(database: str | None) -> None:
-    """Create the folder of a SQLite file database (``./var`` by default)."""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _open_sqlite(url: str, database: str | None, synchronous: Synchronous) -> Database:
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-    ensure_sqlite_folder(database)
-    engine = create_async_engine(url, json_serializer=dumps_json, json_deserializer=loads_json)
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        raise ValueError(
+            "SQLite needs a file path (the readers and the writer share it), e.g. sqlite+aiosqlite:///./var/gateway.db"
+        )
+    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
-    @event.listens_for(engine.sync_engine, "connect")
+    engine = create_async_engine(url, pool_size=pool_size, **json)
+    _configure_sqlite(engine.sync_engine, synchronous, immediate=False)
+    writer_url: URL = parsed.set(drivername="sqlite+pysqlite")
+    # check_same_thread: BEGIN and COMMIT run on a helper thread, one call at a time.
+    writer_engine = create_sync_engine(writer_url, connect_args={"check_same_thread": False}, **json)
+    _configure_sqlite(writer_engine, synchronous, immediate=True)
+    return Database(url=url, dialect="sqlite", engine=engine, sqlite_writer=SqliteWriter(writer_engine))
+
+
+def _configure_sqlite(engine: Any, synchronous: Synchronous, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            f"synchronous={synchronous}",
-            "busy_timeout=10000",
-            "foreign_keys=ON",
-        ):
+        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=10000", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    writer = engine.execution_options(**{_WRITE_OPTION: True})
-    return Database(url=url, engine=engine, dialect="sqlite", writer=writer, write_lock=asyncio.Lock())
+        wanted = immediate or conn.get_execution_options().get("gateway_begin_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if wanted else "BEGIN")

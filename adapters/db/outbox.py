@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.engine import Executor
 from adapters.db.repositories import utcnow
 from adapters.db.tables import UTCDateTime, outbox
 from gateway.ports import OutboxLease
@@ -64,6 +64,8 @@ _CLAIM = (
     )
 )
 
+_INSERT = outbox.insert().returning(outbox.c.id)
+
 
 def _fenced(lease: OutboxLease) -> Any:
     """An UPDATE that only touches the row while this lease still holds it."""
@@ -73,14 +75,14 @@ def _fenced(lease: OutboxLease) -> Any:
 
 
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, *, order_id: str, target: str, kind: str, available_at: datetime) -> int:
         now = utcnow()
         return (
             await self._conn.execute(
-                outbox.insert().returning(outbox.c.id),
+                _INSERT,
                 {
                     "order_id": order_id,
                     "target": target,

@@ -2,8 +2,9 @@
 and API keys. The outbox and the audit chain, which carry concurrency rules, have modules of their
 own (``outbox.py``, ``audit_log.py``).
 
-Every repository works on the unit of work's ``AsyncConnection``; nothing here commits. Statements
-that run per order are built once at import, so SQLAlchemy's compiled cache serves them.
+Every repository works on the unit of work's connection (``engine.Executor``); nothing here
+commits. Statements that run per order are built once at import, so SQLAlchemy's compiled cache
+serves them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 from sqlalchemy import Row, String, bindparam, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.engine import Executor
 from adapters.db.paging import decode_cursor, encode_cursor
 from adapters.db.tables import (
     api_keys,
@@ -81,14 +82,14 @@ def _conflict_on_duplicate(what_en: str, what_zh: str) -> Iterator[None]:
         raise Conflict(f"{what_en} is already stored", f"{what_zh}已存在") from exc
 
 
-async def _update_one(conn: AsyncConnection, stmt: Any, what: str) -> None:
+async def _update_one(conn: Executor, stmt: Any, what: str) -> None:
     """Run an UPDATE of one row; a missing row is a caller's mistake worth a clear error."""
     if (await conn.execute(stmt)).rowcount == 0:
         raise NotFound(f"{what} not found", f"未找到 {what}")
 
 
 class SqlOrderRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def find_binding(self, platform: str, shop_id: str, platform_order_id: str) -> Binding | None:
@@ -206,9 +207,7 @@ class SqlOrderRepository:
             .where(order_bindings.c.order_id == order_id)
             .values(
                 erp_target=target,
-                erp_document_no=func.coalesce(
-                    literal(document_no, String()), order_bindings.c.erp_document_no
-                ),
+                erp_document_no=func.coalesce(literal(document_no, String()), order_bindings.c.erp_document_no),
                 updated_at=now,
             )
         )
@@ -227,7 +226,7 @@ class SqlOrderRepository:
 
 
 class SqlPayloadStore:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
         self._put = _PUT_PAYLOAD[conn.dialect.name]
 
@@ -245,7 +244,7 @@ class SqlPayloadStore:
 
 
 class SqlInterceptRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, record: InterceptRecord) -> None:
@@ -292,7 +291,7 @@ class SqlInterceptRepository:
 
 
 class SqlDeadLetterRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, letter: DeadLetter) -> None:
@@ -325,7 +324,7 @@ class SqlDeadLetterRepository:
 
 
 class SqlApiKeyRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, record: ApiKeyRecord) -> None:

@@ -1,8 +1,9 @@
-"""The unit of work on SQLAlchemy Core: one ``AsyncConnection``, one transaction, every repository.
+"""The unit of work on SQLAlchemy Core: one connection, one transaction, every repository.
 
-A write unit of work on SQLite first takes the process's writer lock (``Database.write_lock``) and
-begins with ``BEGIN IMMEDIATE``; it is not re-entrant, so never open a write unit of work inside
-another in the same task. ``write=False`` takes no lock and begins a plain (deferred) transaction.
+PostgreSQL, and reads on SQLite, use an ``AsyncConnection``. A write unit of work on SQLite uses
+the process's single writer (``sqlite_writer.py``): it holds the writer lock from ``__aenter__``
+until ``commit()`` or the end of the block, so never open a write unit of work inside another in
+the same task (it would wait for itself). ``write=False`` takes no lock.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.audit_log import SqlAuditLog
-from adapters.db.engine import Database
+from adapters.db.engine import Database, Executor
 from adapters.db.outbox import SqlOutbox
 from adapters.db.repositories import (
     SqlApiKeyRepository,
@@ -21,6 +22,27 @@ from adapters.db.repositories import (
     SqlOrderRepository,
     SqlPayloadStore,
 )
+from adapters.db.sqlite_writer import WriterSession
+
+
+class _AsyncSession:
+    """An ``AsyncConnection`` in a transaction, with the ``WriterSession`` interface."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
+
+    async def close(self) -> None:
+        try:
+            if self.conn.in_transaction():
+                await self.conn.rollback()
+        finally:
+            await self.conn.close()
 
 
 class SqlUnitOfWork:
@@ -37,24 +59,22 @@ class SqlUnitOfWork:
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
         self._write = write
-        self._lock = db.write_lock if write else None
-        self._conn: AsyncConnection | None = None
+        self._session: WriterSession | _AsyncSession | None = None
 
     async def __aenter__(self) -> Self:
-        if self._lock is not None:
-            await self._lock.acquire()
-        try:
-            conn = await (self._db.writer if self._write else self._db.engine).connect()
+        conn: Executor
+        if self._write and self._db.sqlite_writer is not None:
+            session = WriterSession(self._db.sqlite_writer)
+            await session.begin()
+            self._session = conn = session
+        else:
+            async_conn = await self._db.engine.connect()
             try:
-                await conn.begin()
+                await async_conn.begin()
             except BaseException:
-                await conn.close()
+                await async_conn.close()
                 raise
-        except BaseException:
-            if self._lock is not None:
-                self._lock.release()
-            raise
-        self._conn = conn
+            self._session, conn = _AsyncSession(async_conn), async_conn
         self.orders = SqlOrderRepository(conn)
         self.payloads = SqlPayloadStore(conn)
         self.outbox = SqlOutbox(conn)
@@ -65,30 +85,21 @@ class SqlUnitOfWork:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        conn, self._conn = self._conn, None
-        try:
-            if conn is not None:
-                try:
-                    if conn.in_transaction():
-                        await conn.rollback()
-                finally:
-                    await conn.close()
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    @property
-    def connection(self) -> AsyncConnection:
-        """The open connection, for adapters that need a statement the ports do not offer."""
-        if self._conn is None:
+    def _open(self) -> WriterSession | _AsyncSession:
+        if self._session is None:
             raise RuntimeError("the unit of work is not open: use `async with`")
-        return self._conn
+        return self._session
 
     async def commit(self) -> None:
-        await self.connection.commit()
+        """Make the work durable; returns once it is (on SQLite, once its commit group is)."""
+        await self._open().commit()
 
     async def rollback(self) -> None:
-        await self.connection.rollback()
+        await self._open().rollback()
 
 
 class SqlUnitOfWorkFactory:

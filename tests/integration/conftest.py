@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.sandbox import SandboxState, create_sandbox_app
+from tests.support.gateway import RunningGateway, gateway_env, run_gateway
 from tests.support.servers import RunningSandbox, serve_asgi
 
 
@@ -27,3 +28,10 @@ def sandbox(sandbox_server: RunningSandbox) -> RunningSandbox:
     """The session sandbox, reset to its seeds (documents, calls, faults, capacity) for this test."""
     sandbox_server.reset()
     return sandbox_server
+
+
+@pytest.fixture
+def gateway(sandbox: RunningSandbox, tmp_path, monkeypatch) -> Iterator[RunningGateway]:
+    """The gateway on a fresh SQLite file, its ERP target pointed at the sandbox; one key per role."""
+    with run_gateway(gateway_env(tmp_path, sandbox.url), monkeypatch) as gw:
+        yield gw

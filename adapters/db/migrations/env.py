@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from adapters.db.engine import create_engine
+from adapters.db.engine import BEGIN_IMMEDIATE, create_engine
 from adapters.db.tables import metadata
 
 config = context.config
@@ -37,7 +37,8 @@ async def _run_async(url: str) -> None:
     # The gateway's engine: SQLite gets WAL and a real BEGIN IMMEDIATE, so each migration is atomic.
     db = create_engine(url)
     try:
-        async with db.writer.connect() as connection:
+        async with db.engine.connect() as connection:
+            connection = await connection.execution_options(**BEGIN_IMMEDIATE)
             await connection.run_sync(_run)
     finally:
         await db.dispose()

@@ -1,0 +1,297 @@
+"""A hand-written Taobao → canonical order translator: the yardstick for the compiled dictionary.
+
+It does the same work as ``mappings/platforms/taobao.toml`` compiled (same fields, same values,
+same checks a careful person keeps: NFKC text, exact yuan → fen with Decimal, zone-less times as
+Asia/Shanghai, required fields present, status in the table), written directly against the
+msgspec Structs of ``schemas/order.py``. It is not a second mapper for production: it exists so
+``bench/mapping.py`` can say how much the dictionary compiler costs over plain Python.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from schemas.order import (
+    Buyer,
+    CanonicalOrder,
+    Line,
+    LineRefund,
+    Promotion,
+    Receiver,
+    Shipment,
+    ShipmentLine,
+    Spec,
+    Totals,
+)
+
+_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
+_HUNDRED = Decimal(100)
+_SPACES = re.compile(r"\s+")
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
+_CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
+
+STATUS = {
+    "TRADE_NO_CREATE_PAY": "PENDING_PAYMENT",
+    "WAIT_BUYER_PAY": "PENDING_PAYMENT",
+    "PAY_PENDING": "PENDING_PAYMENT",
+    "WAIT_PRE_AUTH_CONFIRM": "PENDING_PAYMENT",
+    "PAID_FORBID_CONSIGN": "PAID_HOLD",
+    "WAIT_SELLER_SEND_GOODS": "READY_TO_SHIP",
+    "SELLER_CONSIGNED_PART": "PARTIALLY_SHIPPED",
+    "WAIT_BUYER_CONFIRM_GOODS": "SHIPPED",
+    "TRADE_BUYER_SIGNED": "SHIPPED",
+    "TRADE_FINISHED": "COMPLETED",
+    "TRADE_CLOSED_BY_TAOBAO": "CANCELLED",
+    "TRADE_CLOSED": "CLOSED_REFUNDED",
+}
+REFUND = {
+    "NO_REFUND": "NONE",
+    "WAIT_SELLER_AGREE": "REQUESTED",
+    "WAIT_BUYER_RETURN_GOODS": "IN_PROGRESS",
+    "WAIT_SELLER_CONFIRM_GOODS": "IN_PROGRESS",
+    "SELLER_REFUSE_BUYER": "REJECTED",
+    "CLOSED": "CLOSED",
+    "SUCCESS": "REFUNDED",
+}
+# Longest matching prefix wins: (prefix, kind, funded_by), longest first.
+_PROMOTIONS = sorted(
+    [
+        ("mjs-", "full_reduction", "seller"),
+        ("shopbonus-", "coupon", "seller"),
+        ("Tmall$tmallItemPromotion", "item_discount", "seller"),
+        ("Tmall$tmallCoupon", "coupon", "platform"),
+        ("Tmall$commonItemPromotion", "item_discount", "seller"),
+        ("Tmall$shopbonus", "coupon", "seller"),
+    ],
+    key=lambda p: -len(p[0]),
+)
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        v = str(v)
+    if v.isascii():
+        t = v.strip()
+        if " " in t or "\t" in t or "\n" in t:
+            t = _SPACES.sub(" ", t)
+    else:
+        t = _SPACES.sub(" ", unicodedata.normalize("NFKC", v).translate(_ZERO_WIDTH)).strip()
+    return t or None
+
+
+def _raw(v: Any) -> str | None:
+    return (v.strip() or None) if isinstance(v, str) else _text(v)
+
+
+def _id(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, str):
+        return v.strip() or None
+    raise ValueError(f"not an id: {v!r}")
+
+
+def _fen(v: Any, default: int | None = None) -> int | None:
+    if v is None or v == "":
+        return default
+    d = Decimal(v.strip().replace(",", "") if isinstance(v, str) else repr(v) if isinstance(v, float) else v)
+    f = d * _HUNDRED
+    if f != f.to_integral_value():
+        raise ValueError(f"amount {v!r} has fractions of a fen")
+    return int(f)
+
+
+def _int(v: Any) -> int | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return int(v.strip())
+    raise ValueError(f"not a whole number: {v!r}")
+
+
+def _time(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"not a time: {v!r}")
+    v = v.strip()
+    if not v or v.startswith(("0001-01-01", "1970-01-01", "0000-00-00")):
+        return None
+    dt = datetime.fromisoformat(v)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_CST)
+    return dt.isoformat(timespec="seconds")
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        v = d.get(k)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def _spec(v: Any) -> list[Spec]:
+    t = _text(v)
+    if t is None:
+        return []
+    out = []
+    for part in t.split(";"):
+        if part.strip():
+            name, sep, val = part.partition(":")
+            out.append(Spec(name=name.strip() or None, value=val.strip()) if sep else Spec(value=name.strip()))
+    return out
+
+
+def _pii_state(*values: str | None) -> str:
+    present = [v.strip() for v in values if v and v.strip()]
+    if not present:
+        return "absent"
+    if any(_CIPHER.match(v) for v in present):
+        return "encrypted"
+    return "masked" if any("*" in v for v in present) else "plain"
+
+
+def _required(v: Any, name: str) -> Any:
+    if v is None:
+        raise ValueError(f"{name} is missing")
+    return v
+
+
+def _line(o: dict[str, Any]) -> Line:
+    qty = _required(_int(o.get("num")), "num")
+    price = _required(_fen(o.get("price")), "price")
+    line_total = price * qty
+    paid = _fen(o.get("divide_order_fee"))
+    if paid is None:
+        paid = _fen(o.get("total_fee"), line_total) - _fen(o.get("part_mjz_discount"), 0)  # type: ignore[operator]
+    refund_id = _id(o.get("refund_id"))
+    status = o.get("refund_status")
+    return Line(
+        line_id=_required(_id(_first(o, "oid_str", "oid")), "oid"),
+        product_id=_id(o.get("num_iid")),
+        sku_id=_id(o.get("sku_id")),
+        merchant_sku=_text(_first(o, "outer_sku_id", "outer_iid")),
+        title=_text(o.get("title")),
+        spec=_spec(o.get("sku_properties_name")),
+        qty=qty,
+        unit_price_fen=price,
+        line_total_fen=line_total,
+        paid_fen=paid,
+        discount_fen=line_total - paid,
+        discount_source="platform",
+        refund=LineRefund(
+            state=REFUND[status] if status else "NONE",  # type: ignore[arg-type]
+            refund_ids=[refund_id] if refund_id else [],
+        ),
+    )
+
+
+def _promotion(p: dict[str, Any], order_id: str) -> Promotion:
+    promo_id = _text(p.get("promotion_id"))
+    kind, funded_by = "other", "unknown"
+    if promo_id:
+        for prefix, k, f in _PROMOTIONS:
+            if promo_id.startswith(prefix):
+                kind, funded_by = k, f
+                break
+    applies_to = _id(p.get("id"))
+    on_line = bool(applies_to) and applies_to != order_id
+    return Promotion(
+        promo_id=promo_id,
+        name=_text(p.get("promotion_name")),
+        amount_fen=_fen(p.get("discount_fee"), 0),  # type: ignore[arg-type]
+        scope="line" if on_line else "order",
+        line_id=applies_to if on_line else None,
+        kind=kind,  # type: ignore[arg-type]
+        funded_by=funded_by,  # type: ignore[arg-type]
+    )
+
+
+def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
+    by_waybill: dict[str, Shipment] = {}
+    for o in orders:
+        waybill = _text(o.get("invoice_no"))
+        if not waybill:
+            continue
+        line = ShipmentLine(
+            line_id=_required(_id(_first(o, "oid_str", "oid")), "oid"), qty=_required(_int(o.get("num")), "num")
+        )
+        shipment = by_waybill.get(waybill)
+        if shipment is None:
+            by_waybill[waybill] = Shipment(
+                waybill_no=waybill,
+                carrier_name=_text(o.get("logistics_company")),
+                shipped_at=_time(o.get("consign_time")),
+                lines=[line],
+            )
+            continue
+        shipment.lines.append(line)
+        if shipment.carrier_name is None:
+            shipment.carrier_name = _text(o.get("logistics_company"))
+        if shipment.shipped_at is None:
+            shipment.shipped_at = _time(o.get("consign_time"))
+    return list(by_waybill.values())
+
+
+def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
+    """``taobao.trade.fullinfo.get`` response → canonical order, as the Taobao dictionary does."""
+    t = payload["trade_fullinfo_get_response"]["trade"]
+    order_id = _required(_id(_first(t, "tid_str", "tid")), "tid")
+    status = t.get("status")
+    modified = _time(t.get("modified"))
+    name = _raw(t.get("receiver_name"))
+    phone = _text(_first(t, "receiver_mobile", "receiver_phone"))
+    orders = (t.get("orders") or {}).get("order") or []
+    promotions = (t.get("promotion_details") or {}).get("promotion_detail") or []
+    return CanonicalOrder(
+        platform="taobao",
+        order_id=order_id,
+        shop_name=_text(_first(t, "title", "seller_nick")),
+        status=STATUS[status],  # type: ignore[arg-type]
+        platform_status=_text(status),
+        hold_reasons=["GROUP_BUY_PENDING"] if status == "PAID_FORBID_CONSIGN" else [],
+        created_at=_time(t.get("created")),
+        paid_at=_time(t.get("pay_time")),
+        updated_at=modified,
+        shipped_at=_time(t.get("consign_time")),
+        completed_at=_time(t.get("end_time")),
+        platform_version=modified,
+        buyer=Buyer(
+            platform_uid=_id(t.get("buyer_open_uid")),
+            nick=_raw(t.get("buyer_nick")),
+            message=_raw(t.get("buyer_message")),
+        ),
+        seller_memo=_raw(t.get("seller_memo")),
+        receiver=Receiver(
+            name=name,
+            phone=phone,
+            pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
+            country=_text(t.get("receiver_country")),
+            province=_text(t.get("receiver_state")),
+            city=_text(t.get("receiver_city")),
+            district=_text(t.get("receiver_district")),
+            street=_text(t.get("receiver_town")),
+            detail=_text(t.get("receiver_address")),
+            postal_code=_text(t.get("receiver_zip")),
+        ),
+        totals=Totals(
+            goods_fen=_required(_fen(t.get("total_fee")), "total_fee"),
+            discount_fen=_fen(t.get("discount_fee"), 0) - _fen(t.get("adjust_fee"), 0),  # type: ignore[operator]
+            freight_fen=_fen(t.get("post_fee"), 0),  # type: ignore[arg-type]
+            paid_fen=_required(_fen(t.get("payment")), "payment"),
+        ),
+        lines=[_line(o) for o in orders],
+        promotions=[_promotion(p, order_id) for p in promotions],
+        shipments=_shipments(orders),
+    )

@@ -1,0 +1,363 @@
+"""Accepted, durable orders per second over HTTP on SQLite, side by side with a bare endpoint.
+
+    .venv/bin/python bench/ingest.py [--requests 5000] [--concurrency 32] [--no-delivery]
+
+In one run, against the same pre-built bodies (Taobao sample 02, each with its own tid/oid so
+every request is a new order and a real insert):
+
+1. the baseline, ``bench/baseline_app.py`` (Litestar: msgspec decode, 202), under uvicorn;
+2. ``gateway serve`` on a fresh SQLite file (``GATEWAY_DATABASE_URL``) with a fresh platform key
+   from ``gateway keys create``, one uvicorn process like the baseline, embedded worker on.
+
+Deliveries: by default ``gateway sandbox`` runs in a third process and ``GATEWAY_SANDBOX_URL``
+points at it, so orders really reach the simulated U8 during the run and the delivery worker
+competes with intake for the same process and database. ``--no-delivery`` points the URL at a
+closed port instead: each delivery fails at connect and backs off (1 s, 2 s, 4 s …).
+
+The load comes from ``bench/loadgen.py`` (httpx, fixed concurrency) in its own process: a warm-up,
+then ``--requests`` bodies, each sent once, capped at ``--duration`` seconds. Afterwards the
+SQLite file must hold exactly as many orders as there were 202 answers.
+Every process runs on 127.0.0.1 and is stopped by the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+SAMPLE = REPO / "mappings" / "samples" / "taobao" / "02_multi_line_coupons.json"
+BIN = Path(sys.executable).parent
+TARGET_RPS = 1000.0
+TARGET_P99_MS = 50.0
+# Ids far above the samples' own, so a benchmark order never collides with a sample.
+ID_BASE = 4_100_000_000_000_000_000
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def build_bodies(count: int, *, first: int) -> list[bytes]:
+    """``count`` copies of sample 02, each with its own tid and oids (and the promotions' ids that
+    point at them, so scopes stay as in the sample)."""
+    sample = msgspec.json.decode(SAMPLE.read_bytes())
+    out = []
+    for n in range(first, first + count):
+        payload = copy.deepcopy(sample)
+        trade = payload["trade_fullinfo_get_response"]["trade"]
+        tid = ID_BASE + n * 100
+        renumber = {trade["tid"]: tid}
+        trade["tid"], trade["tid_str"] = tid, str(tid)
+        for i, line in enumerate(trade["orders"]["order"], start=1):
+            renumber[line["oid"]] = tid + i
+            line["oid"], line["oid_str"] = tid + i, str(tid + i)
+        for promo in trade["promotion_details"]["promotion_detail"]:
+            promo["id"] = renumber.get(promo["id"], promo["id"])
+        out.append(msgspec.json.encode(payload))
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One subprocess we started, its log file, and how to wait for it and stop it."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def wait_http(self, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+            try:
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not answer {url} within {timeout:.0f} s; see {self.log}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: lifespan ends, worker stops
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("BENCH_AUTH", None)
+    if auth:
+        env["BENCH_AUTH"] = auth
+    argv = [
+        sys.executable,
+        str(BENCH / "loadgen.py"),
+        "--url",
+        url,
+        "--bodies",
+        str(bodies_file),
+        "--concurrency",
+        str(args.concurrency),
+        "--warmup",
+        str(args.warmup),
+        "--duration",
+        str(args.duration),
+    ]
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=2 * args.duration + 120, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def profile_start(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        print("  --profile: py-spy is not on PATH; no profile taken", file=sys.stderr)
+        return None
+    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+def run_baseline(bodies_file: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    server = Server(
+        "baseline",
+        [sys.executable, str(BENCH / "baseline_app.py"), "--port", str(port)],
+        dict(os.environ),
+        tmp / "baseline.log",
+    )
+    try:
+        server.wait_http(f"http://127.0.0.1:{port}/health/live")
+        cpu0 = server.cpu_seconds()
+        result = run_load(f"http://127.0.0.1:{port}/v1/orders/taobao", bodies_file, args, None)
+        result["server_cpu_s"] = server.cpu_seconds() - cpu0
+    finally:
+        server.stop()
+    return result
+
+
+def db_counts(db: Path) -> dict[str, Any]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        orders = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        by_state = dict(conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state").fetchall())
+        outbox = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        attempts = conn.execute("SELECT COALESCE(SUM(attempts), 0) FROM outbox").fetchone()[0]
+    return {"orders": orders, "orders_by_state": by_state, "outbox_by_state": outbox, "failed_attempts": attempts}
+
+
+def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    db = tmp / "bench.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    port = free_port()
+    env.update(
+        GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+    )
+    with ExitStack() as stack:
+        if args.no_delivery:
+            env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        else:
+            sandbox_port = free_port()
+            sandbox = Server(
+                "sandbox",
+                [str(BIN / "gateway"), "sandbox", "--port", str(sandbox_port)],
+                env,
+                tmp / "sandbox.log",
+            )
+            stack.callback(sandbox.stop)
+            sandbox.wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/u8/documents")
+            env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
+        made = subprocess.run(
+            [str(BIN / "gateway"), "keys", "create", "--role", "platform", "--label", "bench"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            cwd=REPO,
+        )
+        if made.returncode != 0:
+            raise SystemExit(f"gateway keys create failed:\n{made.stderr.decode()[-2000:]}")
+        auth = f"Bearer {made.stdout.decode().strip().splitlines()[-1]}"
+        gateway = Server("gateway", [str(BIN / "gateway"), "serve"], env, tmp / "gateway.log")
+        stack.callback(gateway.stop)
+        base = f"http://127.0.0.1:{port}"
+        gateway.wait_http(f"{base}/health/live")
+
+        # One order before the load: it must be a plain 202 "accepted", or the figures mean nothing.
+        r = httpx.post(
+            f"{base}/v1/orders/taobao",
+            content=preflight,
+            headers={"Authorization": auth, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        if r.status_code != 202 or r.json().get("status") != "accepted":
+            raise SystemExit(f"pre-flight order answered {r.status_code} {r.text[:500]}")
+
+        profiler = None
+        if args.profile:
+            # Sample only the timed phase: skip the warm-up's expected length.
+            profiler = profile_start(gateway.proc.pid, args.profile, args.profile_seconds)
+        cpu0 = gateway.cpu_seconds()
+        result = run_load(f"{base}/v1/orders/taobao", bodies_file, args, auth)
+        result["server_cpu_s"] = gateway.cpu_seconds() - cpu0
+        if profiler is not None:
+            profiler.wait(timeout=args.profile_seconds + 60)
+        result["db_after_run"] = db_counts(db)
+        gateway.stop()
+        result["db_after_stop"] = db_counts(db)
+    accepted = 1 + result["warmup"]["accepted_202"] + result["accepted_202"]
+    result["expected_orders"] = accepted
+    result["durable_ok"] = result["db_after_stop"]["orders"] == accepted
+    result["mode"] = "no-delivery" if args.no_delivery else "delivery"
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    cpu_ms = r["server_cpu_s"] / max(1, r["sent"] + r["warmup"]["sent"]) * 1000
+    bad = sum(r["non_202"].values()) + sum(r["errors"].values())
+    return (
+        f"{name:10} {r['sent']:6d} {r['elapsed_s']:7.1f}s {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}"
+        f" {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {bad:6d} {cpu_ms:10.2f}"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=5000, help="timed requests per server (default 5000)")
+    ap.add_argument("--warmup", type=int, default=300, help="untimed requests first (default 300)")
+    ap.add_argument("--concurrency", type=int, default=32, help="connections (default 32)")
+    ap.add_argument("--duration", type=float, default=90.0, help="cap in seconds per phase (default 90)")
+    ap.add_argument("--no-delivery", action="store_true", help="ERP URL on a closed port: deliveries fail fast")
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--profile", type=Path, help="py-spy raw (collapsed) profile of the gateway to this file")
+    ap.add_argument("--profile-seconds", type=float, default=20.0)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (database, logs)")
+    args = ap.parse_args()
+    if not (1 <= args.requests <= 100_000 and 0 <= args.warmup <= 10_000 and 1 <= args.concurrency <= 512):
+        ap.error("--requests 1..100000, --warmup 0..10000, --concurrency 1..512")
+    if not 1 <= args.duration <= 600:
+        ap.error("--duration 1..600")
+
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    try:
+        bodies = build_bodies(args.warmup + args.requests + 1, first=1)
+        preflight, bodies = bodies[0], bodies[1:]
+        bodies_file = tmp / "bodies.jsonl"
+        bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
+        print(
+            f"ingest: {args.requests} timed + {args.warmup} warm-up requests, {args.concurrency} connections,"
+            f" {len(bodies[0])}-byte Taobao orders, mode {mode}; {os.cpu_count()} CPUs"
+        )
+        baseline = None if args.skip_baseline else run_baseline(bodies_file, tmp, args)
+        gateway = run_gateway(bodies_file, preflight, tmp, args)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\n{'server':10} {'sent':>6} {'time':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+          f" {'max ms':>8} {'non202':>6} {'cpu ms/req':>10}")
+    if baseline:
+        print(line("baseline", baseline))
+    print(line("gateway", gateway))
+    if baseline:
+        print(
+            f"\nratio gateway/baseline: throughput {gateway['rps'] / baseline['rps']:.3f}x,"
+            f" p99 {gateway['p99_ms'] / max(baseline['p99_ms'], 1e-9):.1f}x"
+        )
+    bad = sum(gateway["non_202"].values()) + sum(gateway["errors"].values())
+    if bad:
+        print(f"gateway answers other than 202: {gateway['non_202']} errors {gateway['errors']}")
+        for status, text in gateway["non_202_samples"].items():
+            print(f"  {status}: {text}")
+    after = gateway["db_after_stop"]
+    print(
+        f"database: {after['orders']} orders, expected {gateway['expected_orders']} (202 answers incl. warm-up"
+        f" and pre-flight): {'OK' if gateway['durable_ok'] else 'MISMATCH'}"
+    )
+    during = gateway["db_after_run"]
+    print(
+        f"at the end of the load: orders by state {during['orders_by_state']}, outbox {during['outbox_by_state']},"
+        f" failed delivery attempts recorded {during['failed_attempts']}"
+    )
+    ok_rps = gateway["rps"] >= TARGET_RPS
+    ok_p99 = gateway["p99_ms"] < TARGET_P99_MS
+    print(
+        f"targets: ≥ {TARGET_RPS:.0f} orders/s {'met' if ok_rps else 'NOT met'};"
+        f" p99 < {TARGET_P99_MS:.0f} ms {'met' if ok_p99 else 'NOT met'}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "benchmark": "ingest",
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "python": sys.version.split()[0],
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "baseline": baseline,
+                    "gateway": gateway,
+                },
+                indent=2,
+            )
+        )
+    return 0 if gateway["durable_ok"] and not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
