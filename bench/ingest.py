@@ -14,7 +14,7 @@ points at it, so orders really reach the simulated U8 during the run and the del
 competes with intake for the same process and database. ``--no-delivery`` points the URL at a
 closed port instead: each delivery fails at connect and backs off (1 s, 2 s, 4 s …).
 
-The load comes from ``bench/loadgen.py`` (httpx, fixed concurrency) in its own process: a warm-up,
+The load comes from ``bench/loadgen.py`` (asyncio, fixed concurrency) in its own process: a warm-up,
 then ``--requests`` bodies, each sent once, capped at ``--duration`` seconds. Afterwards the
 SQLite file must hold exactly as many orders as there were 202 answers.
 Every process runs on 127.0.0.1 and is stopped by the run.
@@ -27,6 +27,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -49,6 +50,7 @@ SAMPLE = REPO / "mappings" / "samples" / "taobao" / "02_multi_line_coupons.json"
 BIN = Path(sys.executable).parent
 TARGET_RPS = 1000.0
 TARGET_P99_MS = 50.0
+PROFILE_RATE = 250  # py-spy samples per second
 # Ids far above the samples' own, so a benchmark order never collides with a sample.
 ID_BASE = 4_100_000_000_000_000_000
 
@@ -144,21 +146,39 @@ def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | 
         str(args.warmup),
         "--duration",
         str(args.duration),
+        "--client",
+        args.client,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, env=env, capture_output=True, timeout=2 * args.duration + 120, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
-    return json.loads(done.stdout)
+    result = json.loads(done.stdout)
+    result["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
-def profile_start(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+def profile_start(pid: int, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
+    """py-spy on the gateway for the whole load (stopped with SIGINT, which makes it write)."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
-        print("  --profile: py-spy is not on PATH; no profile taken", file=sys.stderr)
+        print("  --profile: py-spy is not on PATH (pip install py-spy); no profile taken", file=sys.stderr)
         return None
-    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
-    argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [py_spy, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--format", "raw"]
+    argv += ["--duration", str(int(2 * args.duration + 60)), "--output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # let it attach before the load starts
+    return proc
+
+
+def profile_stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- the runs
@@ -200,6 +220,8 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
         GATEWAY_HOST="127.0.0.1",
         GATEWAY_PORT=str(port),
     )
+    env.update(dict(kv.split("=", 1) for kv in args.env))
+    sandbox: Server | None = None
     with ExitStack() as stack:
         if args.no_delivery:
             env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -240,15 +262,14 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
         if r.status_code != 202 or r.json().get("status") != "accepted":
             raise SystemExit(f"pre-flight order answered {r.status_code} {r.text[:500]}")
 
-        profiler = None
-        if args.profile:
-            # Sample only the timed phase: skip the warm-up's expected length.
-            profiler = profile_start(gateway.proc.pid, args.profile, args.profile_seconds)
+        profiler = profile_start(gateway.proc.pid, args.profile, args) if args.profile else None
         cpu0 = gateway.cpu_seconds()
+        sandbox_cpu0 = sandbox.cpu_seconds() if sandbox else 0.0
         result = run_load(f"{base}/v1/orders/taobao", bodies_file, args, auth)
         result["server_cpu_s"] = gateway.cpu_seconds() - cpu0
+        result["sandbox_cpu_s"] = (sandbox.cpu_seconds() - sandbox_cpu0) if sandbox else 0.0
         if profiler is not None:
-            profiler.wait(timeout=args.profile_seconds + 60)
+            profile_stop(profiler)
         result["db_after_run"] = db_counts(db)
         gateway.stop()
         result["db_after_stop"] = db_counts(db)
@@ -277,10 +298,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=300, help="untimed requests first (default 300)")
     ap.add_argument("--concurrency", type=int, default=32, help="connections (default 32)")
     ap.add_argument("--duration", type=float, default=90.0, help="cap in seconds per phase (default 90)")
+    ap.add_argument(
+        "--client", choices=("raw", "httpx"), default="raw", help="load generator client (see bench/loadgen.py)"
+    )
     ap.add_argument("--no-delivery", action="store_true", help="ERP URL on a closed port: deliveries fail fast")
     ap.add_argument("--skip-baseline", action="store_true")
-    ap.add_argument("--profile", type=Path, help="py-spy raw (collapsed) profile of the gateway to this file")
-    ap.add_argument("--profile-seconds", type=float, default=20.0)
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy the gateway during the load, save the raw profile here, print where"
+    )
+    ap.add_argument(
+        "--env", action="append", default=[], metavar="GATEWAY_X=V", help="extra gateway setting (what-if runs)"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (database, logs)")
     args = ap.parse_args()
@@ -298,7 +326,7 @@ def main() -> int:
         mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
         print(
             f"ingest: {args.requests} timed + {args.warmup} warm-up requests, {args.concurrency} connections,"
-            f" {len(bodies[0])}-byte Taobao orders, mode {mode}; {os.cpu_count()} CPUs"
+            f" {len(bodies[0])}-byte Taobao orders, {args.client} client, mode {mode}; {os.cpu_count()} CPUs"
         )
         baseline = None if args.skip_baseline else run_baseline(bodies_file, tmp, args)
         gateway = run_gateway(bodies_file, preflight, tmp, args)

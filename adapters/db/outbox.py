@@ -69,9 +69,7 @@ _INSERT = outbox.insert().returning(outbox.c.id)
 
 def _fenced(lease: OutboxLease) -> Any:
     """An UPDATE that only touches the row while this lease still holds it."""
-    return outbox.update().where(
-        outbox.c.id == lease.id, outbox.c.token == lease.token, outbox.c.state == "leased"
-    )
+    return outbox.update().where(outbox.c.id == lease.id, outbox.c.token == lease.token, outbox.c.state == "leased")
 
 
 class SqlOutbox:
@@ -98,9 +96,7 @@ class SqlOutbox:
             )
         ).scalar_one()
 
-    async def claim(
-        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
-    ) -> list[OutboxLease]:
+    async def claim(self, *, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxLease]:
         rows = await self._conn.execute(
             _CLAIM,
             {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)},

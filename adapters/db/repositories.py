@@ -10,17 +10,17 @@ serves them.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, String, bindparam, exists, func, literal, select
+from sqlalchemy import String, bindparam, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from adapters.db.engine import Executor
-from adapters.db.paging import decode_cursor, encode_cursor
+from adapters.db.paging import decode_cursor, page_of
 from adapters.db.tables import (
     api_keys,
     dead_letters,
@@ -155,7 +155,7 @@ class SqlOrderRepository:
             stmt = stmt.where(orders.c.platform_order_id == platform_order_id)
         if (after := decode_cursor(cursor)) is not None:
             stmt = stmt.where(orders.c.seq < after)
-        return _page((await self._conn.execute(stmt)).all(), limit, lambda row: OrderRecord(**row._mapping))
+        return page_of((await self._conn.execute(stmt)).all(), limit, lambda row: OrderRecord(**row._mapping))
 
     async def replace_canonical(
         self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
@@ -287,7 +287,7 @@ class SqlInterceptRepository:
         if (after := decode_cursor(cursor)) is not None:
             stmt = stmt.where(i.c.seq < after)
         rows = (await self._conn.execute(stmt)).all()
-        return _page(rows, limit, lambda row: InterceptRecord(**_without(row._mapping, "seq")))
+        return page_of(rows, limit, lambda row: InterceptRecord(**_without(row._mapping, "seq")))
 
 
 class SqlDeadLetterRepository:
@@ -313,7 +313,7 @@ class SqlDeadLetterRepository:
         if (after := decode_cursor(cursor)) is not None:
             stmt = stmt.where(d.c.seq < after)
         rows = (await self._conn.execute(stmt)).all()
-        return _page(rows, limit, lambda row: DeadLetter(**_without(row._mapping, "seq")))
+        return page_of(rows, limit, lambda row: DeadLetter(**_without(row._mapping, "seq")))
 
     async def mark_replayed(self, letter_id: str, *, now: datetime) -> None:
         await _update_one(
@@ -346,10 +346,3 @@ def msgspec_to_dict(record: Any) -> dict[str, Any]:
 
 def _without(mapping: Any, key: str) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k != key}
-
-
-def _page(rows: Sequence[Row[Any]], limit: int, to_item: Callable[[Row[Any]], Any]) -> Page:
-    """One page from ``limit + 1`` rows keyed by ``seq``: the extra row only says another page exists."""
-    shown = rows[:limit]
-    more = len(rows) > limit and bool(shown)
-    return Page(items=[to_item(r) for r in shown], next_cursor=encode_cursor(shown[-1].seq) if more else None)

@@ -7,11 +7,11 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from gateway.app.security import requires
@@ -45,13 +45,13 @@ class AuditController(Controller):
     async def intercepts(
         self,
         request: Request,
-        rule: str | None = None,
-        platform: str | None = None,
-        shop: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        cursor: str | None = None,
-        limit: int = Parameter(default=100, ge=1, le=1000),
+        rule: FromQuery[str | None] = None,
+        platform: FromQuery[str | None] = None,
+        shop: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
@@ -70,11 +70,11 @@ class AuditController(Controller):
     async def intercepts_csv(
         self,
         request: Request,
-        rule: str | None = None,
-        platform: str | None = None,
-        shop: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        rule: FromQuery[str | None] = None,
+        platform: FromQuery[str | None] = None,
+        shop: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
     ) -> Stream:
         """The same rows as CSV, UTF-8 with a BOM so Excel opens the Chinese text correctly."""
         c = request.app.state.container
@@ -146,8 +146,8 @@ class AuditController(Controller):
     async def audit(
         self,
         request: Request,
-        after: int = Parameter(default=0, ge=0),
-        limit: int = Parameter(default=100, ge=1, le=1000),
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Audit entries in sequence order after ``after``; pass the last seq back to page on."""
         c = request.app.state.container
@@ -174,9 +174,9 @@ class DeadLetterController(Controller):
     async def list_letters(
         self,
         request: Request,
-        include_replayed: bool = False,
-        cursor: str | None = None,
-        limit: int = Parameter(default=100, ge=1, le=1000),
+        include_replayed: FromQuery[bool] = False,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
@@ -190,7 +190,7 @@ class DeadLetterController(Controller):
         return {"items": items, "next_cursor": page.next_cursor}
 
     @post("/{letter_id:str}/replay", guards=[requires("it")], status_code=202)
-    async def replay(self, request: Request, letter_id: str) -> Response:
+    async def replay(self, request: Request, letter_id: FromPath[str]) -> Response:
         c = request.app.state.container
         role = request.scope["state"]["role"]
         try:

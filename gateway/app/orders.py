@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from gateway.app.security import requires
 from gateway.errors import NotFound, PayloadInvalid
@@ -22,7 +22,7 @@ class OrderController(Controller):
     tags = ["orders"]
 
     @post("/orders/{platform:str}", guards=[requires("platform")], status_code=202)
-    async def submit(self, request: Request, platform: str) -> Response:
+    async def submit(self, request: Request, platform: FromPath[str]) -> Response:
         """Take one order exactly as the platform's order-detail API returned it."""
         c = request.app.state.container
         started = time.perf_counter()
@@ -47,7 +47,7 @@ class OrderController(Controller):
         return Response(result.body, status_code=result.status_code)
 
     @post("/mappings/{platform:str}/dry-run", guards=[requires("it", "platform")], status_code=200)
-    async def dry_run(self, request: Request, platform: str) -> dict[str, Any]:
+    async def dry_run(self, request: Request, platform: FromPath[str]) -> dict[str, Any]:
         """Translate and check a payload without storing anything."""
         c = request.app.state.container
         payload = decode_payload(await request.body(), max_bytes=c.settings.max_body_bytes)
@@ -63,7 +63,7 @@ class OrderController(Controller):
         }
 
     @get("/orders/{order_id:str}", guards=[requires(*_READERS)])
-    async def read(self, request: Request, order_id: str) -> dict[str, Any]:
+    async def read(self, request: Request, order_id: FromPath[str]) -> dict[str, Any]:
         """The canonical order with its gateway state, timeline and ERP document."""
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
@@ -77,10 +77,10 @@ class OrderController(Controller):
     async def list_orders(
         self,
         request: Request,
-        platform: str | None = None,
-        order_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = Parameter(default=50, ge=1, le=500),
+        platform: FromQuery[str | None] = None,
+        order_id: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> dict[str, Any]:
         """Orders, newest first, filtered by platform and platform order id; cursor-paginated."""
         c = request.app.state.container

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import alembic_config, current
@@ -49,9 +50,7 @@ async def add_orders(storage: Any, *orders: OrderRecord) -> list[OrderRecord]:
 
 async def add_outbox(storage: Any, order_id: str, available_at: datetime = T0) -> int:
     async with storage.uow() as uow:
-        outbox_id = await uow.outbox.add(
-            order_id=order_id, target="u8", kind="saleorder", available_at=available_at
-        )
+        outbox_id = await uow.outbox.add(order_id=order_id, target="u8", kind="saleorder", available_at=available_at)
         await uow.commit()
     return outbox_id
 
@@ -494,9 +493,7 @@ async def tamper_data(storage: Any, seq: int, data: dict[str, Any]) -> None:
             await conn.execute(text("UPDATE audit_log SET data = '{}' WHERE seq = 1"))
     await _drop_audit_triggers(storage.db)
     async with storage.db.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE audit_log SET data = :d WHERE seq = :s"), {"d": json.dumps(data), "s": seq}
-        )
+        await conn.execute(text("UPDATE audit_log SET data = :d WHERE seq = :s"), {"d": json.dumps(data), "s": seq})
 
 
 async def delete_last(storage: Any) -> None:
@@ -593,9 +590,7 @@ async def test_datetimes_must_be_timezone_aware(storage):
     await add_orders(storage, make_order(1))
     with pytest.raises(Exception, match="naive datetime"):
         async with storage.uow() as uow:
-            await uow.outbox.add(
-                order_id=make_order(1).id, target="u8", kind="x", available_at=datetime(2030, 1, 1)
-            )
+            await uow.outbox.add(order_id=make_order(1).id, target="u8", kind="x", available_at=datetime(2030, 1, 1))
 
 
 async def test_sqlite_pragmas_and_immediate_writes(tmp_path):
@@ -632,5 +627,72 @@ async def test_sqlite_pragmas_and_immediate_writes(tmp_path):
             assert db.write_lock.locked()
             assert not other_writer_can_begin()  # BEGIN IMMEDIATE holds the file's write lock
         assert not db.write_lock.locked() and other_writer_can_begin()
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_group_commit_keeps_units_apart(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    from adapters.db.migrate import upgrade
+
+    upgrade(url)
+    db = create_engine(url)
+    factory = SqlUnitOfWorkFactory(db)
+    commits = 0
+
+    @event.listens_for(db.sqlite_writer.engine, "commit")
+    def _count(_conn):
+        nonlocal commits
+        commits += 1
+
+    async def unit(n: int) -> None:
+        async with factory() as uow:
+            await uow.orders.add(make_order(n))
+            await uow.audit.append(actor="t", action="a", subject_type="order", subject_id=str(n), data={})
+            if n == 7:
+                raise RuntimeError("this unit fails")
+            await uow.commit()
+
+    try:
+        results = await asyncio.gather(*(unit(n) for n in range(20)), return_exceptions=True)
+        assert [n for n, r in enumerate(results) if r is not None] == [7]
+        assert 1 <= commits < 19  # grouped
+        async with factory(write=False) as uow:
+            stored = await uow.orders.list(platform=None, platform_order_id=None, cursor=None, limit=50)
+            check = await uow.audit.verify()
+        assert sorted(o.id for o in stored.items) == sorted(make_order(n).id for n in range(20) if n != 7)
+        assert (check.ok, check.checked) == (True, 19)
+
+        async with factory() as uow:  # work after commit() starts a new unit
+            await uow.orders.add(make_order(100))
+            await uow.commit()
+            await uow.orders.add(make_order(101))
+            await uow.commit()
+            await uow.orders.add(make_order(102))  # left without commit: rolled back
+        assert not db.write_lock.locked()
+        async with factory(write=False) as uow:
+            assert await uow.orders.get(make_order(101).id) is not None
+            assert await uow.orders.get(make_order(102).id) is None
+
+        # A failed group COMMIT fails every unit in the group, stores none, and the writer recovers.
+        real_commit = Connection.commit
+        failures = 0
+
+        def failing_commit(self):
+            nonlocal failures
+            if self.engine is db.sqlite_writer.engine and failures == 0:
+                failures += 1
+                self.rollback()
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_commit(self)
+
+        monkeypatch.setattr(Connection, "commit", failing_commit)
+        results = await asyncio.gather(*(unit(n) for n in range(200, 205)), return_exceptions=True)
+        failed = [n for n, r in zip(range(200, 205), results, strict=True) if r is not None]
+        assert failures == 1 and failed
+        async with factory(write=False) as uow:
+            for n in range(200, 205):
+                assert (await uow.orders.get(make_order(n).id) is None) == (n in failed)
+            assert (await uow.audit.verify()).ok
     finally:
         await db.dispose()

@@ -1,0 +1,96 @@
+"""Where a gateway process spends its time, from a py-spy "raw" (collapsed stacks) profile.
+
+    .venv/bin/python bench/pyspy_breakdown.py PROFILE --rate 250 --requests 5300
+
+Each sample is put in the first bucket whose marker function is on its stack (most specific
+first), separately for the event-loop thread and for helper threads. With ``--requests`` (orders
+answered while py-spy ran) a bucket is also shown as milliseconds per order: samples / rate /
+requests. ``bench/ingest.py --profile`` runs this on its own profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+# (bucket, marker functions): the first bucket with a marker on the stack takes the sample.
+BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("delivery worker (embedded, same process)", ("deliver", "EmbeddedWorker._run", "EmbeddedWorker._run_one")),
+    ("auth guard (role_of)", ("role_of",)),
+    ("JSON decode (decode_payload)", ("decode_payload",)),
+    ("unknown_fields walk", ("CompiledDictionary.unknown_fields",)),
+    ("mapping: compiled dictionary", ("CompiledDictionary.translate",)),
+    ("mapping: shop, struct replace", ("translate",)),
+    ("rules (evaluate)", ("evaluate",)),
+    ("SQL begin + SAVEPOINT (writer lock)", ("SqliteWriter.begin", "SqlUnitOfWork.__aenter__")),
+    ("SQL binding look-up", ("SqlOrderRepository.find_binding",)),
+    ("SQL raw payload insert (+ zlib)", ("SqlPayloadStore.put",)),
+    ("SQL order + binding insert", ("SqlOrderRepository.add",)),
+    ("SQL timeline insert", ("SqlOrderRepository.add_timeline",)),
+    ("SQL audit append (head read, insert, head update, hash)", ("SqlAuditLog.append",)),
+    ("SQL outbox insert", ("SqlOutbox.add",)),
+    ("commit (RELEASE, group COMMIT + fsync)", ("SqliteWriter.commit", "SqliteWriter._commit_group", "do_commit")),
+    ("intake other (sha256, to_builtins, answer)", ("accept_order", "_store_new")),
+    ("handler other (metrics, response)", ("OrderController.submit",)),
+]
+FRAMEWORK = "HTTP framework + event loop (uvicorn, Litestar, asyncio)"
+IDLE_LEAVES = ("_connection_worker_thread", "_worker (concurrent/futures/thread.py", "Condition.wait", "Queue.get")
+
+
+def _names(stack: str) -> list[str]:
+    return [frame.split(" (", 1)[0] for frame in stack.split(";")]
+
+
+def breakdown(profile: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """Samples per bucket on the loop thread and on helper threads, and SQLite-in-C samples."""
+    loop: Counter[str] = Counter()
+    helpers: Counter[str] = Counter()
+    sql: Counter[str] = Counter()
+    for raw in profile.read_text().splitlines():
+        stack, _, count = raw.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        names = set(_names(stack))
+        leaf = stack.rsplit(";", 1)[-1]
+        thread = stack.startswith("Thread._bootstrap")
+        if thread and leaf.startswith(IDLE_LEAVES):
+            helpers["idle (waiting for work)"] += n
+            continue
+        bucket = next((b for b, markers in BUCKETS if names.intersection(markers)), None)
+        if bucket is None:
+            bucket = "helper thread, other" if thread else FRAMEWORK
+        (helpers if thread else loop)[bucket] += n
+        if leaf.startswith(("DefaultDialect.do_execute", "DefaultDialect.do_commit", "do_executemany")):
+            sql["sqlite3 C code (statements, COMMIT)"] += n
+        elif any(name.startswith(("Connection.", "WriterSession.", "SqliteWriter.")) for name in names):
+            sql["SQLAlchemy Core around it"] += n
+    return loop, helpers, sql
+
+
+def report(profile: Path, rate: float, requests: int | None) -> str:
+    loop, helpers, sql = breakdown(profile)
+    out = []
+    for title, counts in (("event-loop thread", loop), ("helper threads", helpers), ("SQL split (all threads)", sql)):
+        total = sum(counts.values())
+        if not total:
+            continue
+        out.append(f"{title}: {total} samples ({total / rate:.1f} s)")
+        for bucket, n in counts.most_common():
+            per = f" {n / rate / requests * 1000:7.3f} ms/order" if requests else ""
+            out.append(f"  {bucket:58} {n:6d} {n / total * 100:5.1f}%{per}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("profile", type=Path)
+    ap.add_argument("--rate", type=float, default=250.0, help="py-spy sampling rate used (Hz)")
+    ap.add_argument("--requests", type=int, help="orders answered while py-spy ran")
+    args = ap.parse_args()
+    print(report(args.profile, args.rate, args.requests))
+
+
+if __name__ == "__main__":
+    main()

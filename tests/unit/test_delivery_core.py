@@ -1,0 +1,186 @@
+"""The intake and delivery core on hand-written fakes: what gets written, and what the ERP is asked."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.config import RetryPolicy, load_config
+from gateway.delivery import DeliveryDeps, deliver
+from gateway.errors import PermanentError, RetryableError, UnknownOutcomeError
+from gateway.intake import accept_order
+from gateway.ports import ErpDocument, ErpReceipt
+from gateway.retry import backoff_delay, exhausted
+from gateway.runtime import load_runtime
+from tests.unit.fakes import FakeUnitOfWorkFactory
+
+REPO = Path(__file__).resolve().parents[2]
+ORDER = (REPO / "mappings" / "samples" / "taobao" / "02_multi_line_coupons.json").read_bytes()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+class FakeErp:
+    """An ERP that answers from a script and remembers what it holds, like U8 keyed by code."""
+
+    def __init__(self, *outcomes: object) -> None:
+        self.outcomes = list(outcomes)
+        self.documents: dict[str, ErpDocument] = {}
+        self.calls: list[str] = []
+
+    async def submit(self, doc: ErpDocument) -> ErpReceipt:
+        self.calls.append("submit")
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if outcome == "written-then-lost":
+            self.documents[doc.code] = doc
+            raise UnknownOutcomeError("reply lost")
+        if isinstance(outcome, Exception):
+            raise outcome
+        self.documents[doc.code] = doc
+        return ErpReceipt(document_no=doc.code, erp_key="k1")
+
+    async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
+        self.calls.append("lookup")
+        return ErpReceipt(document_no=doc.code) if doc.code in self.documents else None
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture
+def runtime():
+    return load_runtime(load_config(None, env={}))
+
+
+async def _setup(runtime, erp: FakeErp):
+    uow = FakeUnitOfWorkFactory()
+    clock = FakeClock()
+    result = await accept_order("taobao", ORDER, shop_header=None, uow_factory=uow, runtime=runtime, clock=clock,
+                                max_bytes=1 << 20)
+    assert result.status_code == 202
+    deps = DeliveryDeps(uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock,
+                        rng=random.Random(1))
+    return uow, clock, deps, result.order_id
+
+
+async def _claim(uow, clock):
+    async with uow() as u:
+        leases = await u.outbox.claim(owner="t", now=clock.now(), lease_seconds=30, limit=10)
+        await u.commit()
+    return leases
+
+
+async def _order(uow, gid):
+    async with uow(write=False) as u:
+        return await u.orders.get(gid)
+
+
+async def test_intake_writes_order_outbox_and_audit_together(runtime) -> None:
+    uow, _, _, gid = await _setup(runtime, FakeErp())
+    async with uow(write=False) as u:
+        order = await u.orders.get(gid)
+        assert order.state == "accepted" and order.erp_target == "u8-demo" and order.seq == 1
+        assert await u.outbox.pending_count() == 1
+        entries = await u.audit.list(after_seq=0, limit=10)
+        assert [e.action for e in entries] == ["order.accepted"]
+        assert "receiver" not in msgspec.json.encode(entries[0].data).decode()
+
+
+async def test_success_records_the_document(runtime) -> None:
+    erp = FakeErp("ok")
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    (lease,) = await _claim(uow, clock)
+    assert await deliver(lease, deps) == "delivered"
+    order = await _order(uow, gid)
+    assert order.state == "delivered" and order.erp_document_no == "GW00000001" and erp.calls == ["submit"]
+    doc = erp.documents["GW00000001"]
+    assert doc.header["custcode"] == "010001" and doc.header["define10"] == "3961187420015523311"
+    assert [e["inventorycode"] for e in doc.entries] == ["040101", "040102", "040103"]
+    assert [e["irowno"] for e in doc.entries] == [1, 2, 3]
+
+
+async def test_unknown_outcome_is_looked_up_before_the_retry(runtime) -> None:
+    erp = FakeErp("written-then-lost")
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    (lease,) = await _claim(uow, clock)
+    assert await deliver(lease, deps) == "unknown_outcome"
+    assert await _claim(uow, clock) == []  # not due before the look-up delay
+    clock.advance(runtime.config.targets["u8-demo"].retry.unknown_outcome_delay_s)
+    (again,) = await _claim(uow, clock)
+    assert again.state_data == {"outcome_unknown": True}
+    assert await deliver(again, deps) == "delivered"
+    assert erp.calls == ["submit", "lookup"]  # found it: no second submit
+    assert len(erp.documents) == 1 and (await _order(uow, gid)).state == "delivered"
+
+
+async def test_a_worker_that_died_mid_call_leads_to_a_lookup(runtime) -> None:
+    erp = FakeErp()
+    uow, clock, deps, _ = await _setup(runtime, erp)
+    (lost,) = await _claim(uow, clock)  # claimed, then the worker vanished
+    clock.advance(31)
+    (lease,) = await _claim(uow, clock)
+    assert lease.token == lost.token + 1
+    assert await deliver(lease, deps) == "delivered"
+    assert erp.calls == ["lookup", "submit"]
+
+
+async def test_a_stale_lease_records_nothing(runtime) -> None:
+    erp = FakeErp()
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    (stale,) = await _claim(uow, clock)
+    clock.advance(31)
+    (fresh,) = await _claim(uow, clock)
+    assert await deliver(fresh, deps) == "delivered"
+    assert await deliver(stale, deps) == "lease_lost"  # its token moved on: it may not write
+    async with uow(write=False) as u:
+        assert [e.action for e in await u.audit.list(after_seq=0, limit=50)].count("delivery.succeeded") == 1
+
+
+async def test_permanent_rejection_goes_to_dead_letters_with_the_erp_words(runtime) -> None:
+    erp = FakeErp(PermanentError("rejected", partner_message="存货编码[040101]不存在", hint="add it"))
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    (lease,) = await _claim(uow, clock)
+    assert await deliver(lease, deps) == "dead"
+    async with uow(write=False) as u:
+        (letter,) = (await u.dead_letters.list(cursor=None, limit=10, include_replayed=False)).items
+        order = await u.orders.get(gid)
+    assert letter.partner_message == "存货编码[040101]不存在" and letter.hint == "add it"
+    assert order.state == "dead" and order.erp_status == "failed"
+
+
+async def test_retryable_errors_back_off_then_dead_letter(runtime) -> None:
+    policy = runtime.config.targets["u8-demo"].retry
+    erp = FakeErp(*[RetryableError("down")] * policy.max_attempts)
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    outcomes = []
+    for _ in range(policy.max_attempts):
+        clock.advance(policy.cap_s + 1)
+        (lease,) = await _claim(uow, clock)
+        outcomes.append(await deliver(lease, deps))
+    assert outcomes == ["retry"] * (policy.max_attempts - 1) + ["dead"]
+    assert erp.calls == ["submit"] * policy.max_attempts  # nothing was written: no look-ups
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
+    policy = RetryPolicy(first_delay_s=2, factor=2, cap_s=60, max_attempts=5, jitter=0.5)
+    rng = random.Random(7)
+    for attempt, base in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 32), (6, 60), (9, 60)]:
+        delays = [backoff_delay(policy, attempt, rng) for _ in range(200)]
+        assert min(delays) >= base * 0.5 and max(delays) <= base
+        assert max(delays) - min(delays) > base * 0.3  # really random, not lock-step
+    assert not exhausted(policy, 4) and exhausted(policy, 5)
+    with pytest.raises(ValueError):
+        backoff_delay(policy, 0)
