@@ -43,6 +43,8 @@ from typing import Any
 
 import httpx
 import msgspec
+from machine import machine_busy_seconds, tree_state
+from pyspy_breakdown import report
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -149,13 +151,14 @@ def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | 
         "--client",
         args.client,
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, busy0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
     done = subprocess.run(argv, env=env, capture_output=True, timeout=2 * args.duration + 120, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
     if done.returncode != 0:
         raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
     result = json.loads(done.stdout)
     result["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result["machine_cpu_s"] = busy1 - busy0
     return result
 
 
@@ -208,7 +211,7 @@ def db_counts(db: Path) -> dict[str, Any]:
         by_state = dict(conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state").fetchall())
         outbox = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
         attempts = conn.execute("SELECT COALESCE(SUM(attempts), 0) FROM outbox").fetchone()[0]
-    return {"orders": orders, "orders_by_state": by_state, "outbox_by_state": outbox, "failed_attempts": attempts}
+    return {"orders": orders, "orders_by_state": by_state, "outbox_by_state": outbox, "delivery_attempts": attempts}
 
 
 def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -283,12 +286,19 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
 # --------------------------------------------------------------------------- report
 
 
+def others_share(r: dict[str, Any]) -> float:
+    """Share of the machine's CPUs used by processes outside the benchmark during its load."""
+    ours = r["server_cpu_s"] + r["loadgen_cpu_s"] + r.get("sandbox_cpu_s", 0.0)
+    wall = r["elapsed_s"] + r["warmup"]["elapsed_s"]
+    return max(0.0, r["machine_cpu_s"] - ours) / (wall * (os.cpu_count() or 1))
+
+
 def line(name: str, r: dict[str, Any]) -> str:
     cpu_ms = r["server_cpu_s"] / max(1, r["sent"] + r["warmup"]["sent"]) * 1000
     bad = sum(r["non_202"].values()) + sum(r["errors"].values())
     return (
         f"{name:10} {r['sent']:6d} {r['elapsed_s']:7.1f}s {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}"
-        f" {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {bad:6d} {cpu_ms:10.2f}"
+        f" {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {bad:6d} {cpu_ms:10.2f} {others_share(r) * 100:8.0f}%"
     )
 
 
@@ -316,6 +326,8 @@ def main() -> int:
         ap.error("--requests 1..100000, --warmup 0..10000, --concurrency 1..512")
     if not 1 <= args.duration <= 600:
         ap.error("--duration 1..600")
+    if any(not kv.startswith("GATEWAY_") or "=" not in kv for kv in args.env):
+        ap.error("--env takes GATEWAY_NAME=value")
 
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     try:
@@ -324,6 +336,7 @@ def main() -> int:
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
         mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
+        print(f"tree: {tree_state()}")
         print(
             f"ingest: {args.requests} timed + {args.warmup} warm-up requests, {args.concurrency} connections,"
             f" {len(bodies[0])}-byte Taobao orders, {args.client} client, mode {mode}; {os.cpu_count()} CPUs"
@@ -336,11 +349,15 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n{'server':10} {'sent':>6} {'time':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-          f" {'max ms':>8} {'non202':>6} {'cpu ms/req':>10}")
+    print(
+        f"\n{'server':10} {'sent':>6} {'time':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+        f" {'max ms':>8} {'non202':>6} {'cpu ms/req':>10} {'others':>9}"
+    )
     if baseline:
         print(line("baseline", baseline))
     print(line("gateway", gateway))
+    print("cpu ms/req: the server's CPU over warm-up + timed requests; others: the machine's CPUs used by")
+    print("processes outside this benchmark meanwhile (other people's test runs distort the figures)")
     if baseline:
         print(
             f"\nratio gateway/baseline: throughput {gateway['rps'] / baseline['rps']:.3f}x,"
@@ -359,7 +376,14 @@ def main() -> int:
     during = gateway["db_after_run"]
     print(
         f"at the end of the load: orders by state {during['orders_by_state']}, outbox {during['outbox_by_state']},"
-        f" failed delivery attempts recorded {during['failed_attempts']}"
+        f" delivery attempts recorded {during['delivery_attempts']}"
+    )
+    requests = gateway["sent"] + gateway["warmup"]["sent"]
+    cpu = [("loadgen", gateway["loadgen_cpu_s"]), ("sandbox", gateway["sandbox_cpu_s"])]
+    print(
+        f"CPU during the gateway run ({os.cpu_count()} CPUs): gateway {gateway['server_cpu_s']:.1f} s, "
+        + ", ".join(f"{name} {secs:.1f} s" for name, secs in cpu)
+        + f"; wall {gateway['elapsed_s'] + gateway['warmup']['elapsed_s']:.1f} s (warm-up + timed)"
     )
     ok_rps = gateway["rps"] >= TARGET_RPS
     ok_p99 = gateway["p99_ms"] < TARGET_P99_MS
@@ -367,6 +391,9 @@ def main() -> int:
         f"targets: ≥ {TARGET_RPS:.0f} orders/s {'met' if ok_rps else 'NOT met'};"
         f" p99 < {TARGET_P99_MS:.0f} ms {'met' if ok_p99 else 'NOT met'}"
     )
+    if args.profile and args.profile.exists():
+        print(f"\nwhere the gateway's time goes (py-spy {PROFILE_RATE} Hz over {requests} orders, {args.profile}):")
+        print(report(args.profile, PROFILE_RATE, requests, gateway["server_cpu_s"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
@@ -377,6 +404,7 @@ def main() -> int:
                     "python": sys.version.split()[0],
                     "machine": platform.machine(),
                     "cpus": os.cpu_count(),
+                    "tree": tree_state(),
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "baseline": baseline,
                     "gateway": gateway,

@@ -137,10 +137,7 @@ async def send_all(senders: list[Send], bodies: list[bytes], deadline: float) ->
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    bodies = [line for line in Path(args.bodies).read_bytes().split(b"\n") if line]
-    if len(bodies) <= args.warmup:
-        raise SystemExit(f"{args.bodies}: {len(bodies)} bodies, need more than --warmup {args.warmup}")
+async def run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if os.environ.get("BENCH_AUTH"):
         headers["Authorization"] = os.environ["BENCH_AUTH"]
@@ -169,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             done = close()
             if asyncio.iscoroutine(done):
                 await done
-    measured["warmup"] = {k: warm[k] for k in ("sent", "accepted_202", "non_202", "errors")}
+    measured["warmup"] = {k: warm[k] for k in ("sent", "accepted_202", "non_202", "errors", "elapsed_s")}
     measured["requested"] = len(bodies) - args.warmup
     measured["concurrency"] = args.concurrency
     measured["client"] = args.client
@@ -186,11 +183,14 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw")
     args = ap.parse_args()
+    bodies = [line for line in Path(args.bodies).read_bytes().split(b"\n") if line]
+    if len(bodies) <= args.warmup:
+        raise SystemExit(f"{args.bodies}: {len(bodies)} bodies, need more than --warmup {args.warmup}")
     try:  # installed with uvicorn[standard]; a lighter client leaves more CPU to the server
         from uvloop import run as run_loop
     except ImportError:
         run_loop = asyncio.run
-    json.dump(run_loop(run(args)), sys.stdout)
+    json.dump(run_loop(run(args, bodies)), sys.stdout)
     return 0
 
 

@@ -1,13 +1,15 @@
 """Compiled Taobao dictionary vs. a hand-written translator, side by side, with ratios.
 
-    .venv/bin/python bench/mapping.py [--rounds 9] [--target-ms 40]
+    .venv/bin/python bench/mapping.py [--rounds 61] [--target-ms 15] [--json FILE]
 
 First proves that both give the same canonical order for every Taobao sample (a benchmark of two
 different outputs measures nothing), then times them interleaved: each round runs a batch of the
 compiled mapper and a batch of the hand-written one per sample, in alternating order, with the
 garbage collector off during a batch (as ``timeit`` does). The figure is the median µs/op over
-the rounds; the spread (max-min over median) says how far to trust it. ``unknown_fields`` —
-which intake also runs on every order — is timed the same way, separately.
+the rounds, next to the fastest batch; the ratio is the median of the per-round ratios of
+neighbouring batches, which cancels most of what other processes on the machine do, with a 95%
+confidence interval from order statistics. ``unknown_fields``, which intake also runs on every
+order, is timed the same way, separately.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -26,6 +29,7 @@ from typing import Any
 
 import msgspec
 from handwritten_taobao import handwritten_taobao
+from machine import tree_state
 
 from gateway.mapping.dictionary import load_dictionary
 
@@ -70,18 +74,23 @@ def calibrate(fn: Callable[[Any], Any], arg: Any, target_ns: float) -> int:
         n *= 4
 
 
-def spread(values: list[float]) -> float:
-    return (max(values) - min(values)) / statistics.median(values)
+def median_ci(values: list[float]) -> tuple[float, float, float]:
+    """Median and a distribution-free 95% confidence interval for it (order statistics)."""
+    v = sorted(values)
+    n = len(v)
+    half = 0.98 * n**0.5  # 1.96 * sqrt(n) / 2
+    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(n / 2 + half))
+    return statistics.median(v), v[lo], v[hi]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
-    ap.add_argument("--target-ms", type=float, default=40.0, help="length of one timed batch (default 40 ms)")
+    ap.add_argument("--rounds", type=int, default=61, help="interleaved rounds (default 61)")
+    ap.add_argument("--target-ms", type=float, default=15.0, help="length of one timed batch (default 15 ms)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args()
-    if not 1 <= args.rounds <= 101 or not 1 <= args.target_ms <= 2000:
-        ap.error("--rounds 1..101, --target-ms 1..2000")
+    if not 3 <= args.rounds <= 1001 or not 1 <= args.target_ms <= 2000:
+        ap.error("--rounds 3..1001, --target-ms 1..2000")
 
     dictionary = load_dictionary(DICTIONARY)
     cases = samples()
@@ -89,6 +98,7 @@ def main() -> int:
         raise SystemExit(f"no samples in {SAMPLES}")
     for name, payload in cases:
         check_equal(name, dictionary.translate(payload), handwritten_taobao(payload))
+    print(f"tree: {tree_state()}")
     print(f"outputs equal (msgspec.to_builtins) for {len(cases)} samples: {', '.join(n for n, _ in cases)}")
 
     target_ns = args.target_ms * 1e6
@@ -99,24 +109,36 @@ def main() -> int:
     }
     batch = {(c, name): calibrate(fn, payload, target_ns) for name, payload in cases for c, fn in contenders.items()}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in batch}
+    ratios: dict[str, list[float]] = {name: [] for name, _ in cases}
     order = list(contenders)
+    load_before = os.getloadavg()[0]
     for r in range(args.rounds):
         for name, payload in cases:
             for c in order if r % 2 == 0 else order[::-1]:
                 times[(c, name)].append(per_op_ns(contenders[c], payload, batch[(c, name)]))
+            # Neighbouring batches share whatever else the machine was doing: their ratio cancels it.
+            ratios[name].append(times[("compiled", name)][-1] / times[("handwritten", name)][-1])
+    load_after = os.getloadavg()[0]
 
-    print(f"\n{args.rounds} interleaved rounds, ~{args.target_ms:g} ms per batch; median µs/op (spread max-min)")
-    print(f"{'sample':28} {'compiled':>16} {'hand-written':>16} {'ratio':>7} {'unknown_fields':>18}")
+    print(
+        f"\n{args.rounds} interleaved rounds of ~{args.target_ms:g} ms batches;"
+        f" load average {load_before:.2f} before, {load_after:.2f} after"
+    )
+    print("µs/op: median [fastest batch]; ratio: median of per-round ratios (95% CI)")
+    print(f"{'sample':24} {'compiled':>17} {'hand-written':>17} {'ratio':>20} {'unknown_fields':>17}")
     rows = []
     for name, _ in cases:
         med = {c: statistics.median(times[(c, name)]) / 1000 for c in contenders}
-        spr = {c: spread(times[(c, name)]) for c in contenders}
-        ratio = med["compiled"] / med["handwritten"]
-        rows.append({"sample": name, "us_per_op": med, "spread": spr, "ratio": ratio})
+        best = {c: min(times[(c, name)]) / 1000 for c in contenders}
+        ratio, lo, hi = median_ci(ratios[name])
+        rows.append(
+            {"sample": name, "us_per_op_median": med, "us_per_op_min": best, "ratio": ratio, "ratio_ci95": [lo, hi]}
+        )
         print(
-            f"{name:28} {med['compiled']:9.2f} (±{spr['compiled'] * 50:3.1f}%)"
-            f" {med['handwritten']:9.2f} (±{spr['handwritten'] * 50:3.1f}%)"
-            f" {ratio:6.2f}x {med['unknown_fields']:11.2f} (±{spr['unknown_fields'] * 50:3.1f}%)"
+            f"{name:24} {med['compiled']:7.1f} [{best['compiled']:6.1f}]"
+            f" {med['handwritten']:7.1f} [{best['handwritten']:6.1f}]"
+            f" {ratio:6.2f}x ({lo:.2f}–{hi:.2f})"
+            f" {med['unknown_fields']:7.1f} [{best['unknown_fields']:6.1f}]"
         )
     geo = statistics.geometric_mean([r["ratio"] for r in rows])
     worst = max(r["ratio"] for r in rows)
@@ -130,7 +152,9 @@ def main() -> int:
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],
             "machine": platform.machine(),
+            "tree": tree_state(),
             "rounds": args.rounds,
+            "load_average": [load_before, load_after],
             "samples": rows,
             "ratio_geomean": geo,
             "ratio_worst": worst,

@@ -69,16 +69,26 @@ def breakdown(profile: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
     return loop, helpers, sql
 
 
-def report(profile: Path, rate: float, requests: int | None) -> str:
+def report(profile: Path, rate: float, requests: int | None, cpu_seconds: float | None = None) -> str:
+    """The breakdown as text. With ``cpu_seconds`` (the process's measured CPU over the same
+    window) sample time is scaled to it: py-spy counts a thread waiting for a CPU as busy, and in
+    its default (blocking) mode its own pauses lengthen every sample."""
     loop, helpers, sql = breakdown(profile)
+    busy = sum(loop.values()) + sum(n for b, n in helpers.items() if not b.startswith("idle"))
+    scale = cpu_seconds / (busy / rate) if cpu_seconds and busy else 1.0
     out = []
+    if cpu_seconds:
+        out.append(
+            f"busy samples {busy / rate:.1f} s, measured CPU {cpu_seconds:.1f} s: ms/order scaled by {scale:.2f}"
+        )
     for title, counts in (("event-loop thread", loop), ("helper threads", helpers), ("SQL split (all threads)", sql)):
         total = sum(counts.values())
         if not total:
             continue
         out.append(f"{title}: {total} samples ({total / rate:.1f} s)")
         for bucket, n in counts.most_common():
-            per = f" {n / rate / requests * 1000:7.3f} ms/order" if requests else ""
+            idle = bucket.startswith("idle")
+            per = f" {n / rate * scale / requests * 1000:7.3f} ms/order" if requests and not idle else ""
             out.append(f"  {bucket:58} {n:6d} {n / total * 100:5.1f}%{per}")
     return "\n".join(out)
 
@@ -88,8 +98,9 @@ def main() -> None:
     ap.add_argument("profile", type=Path)
     ap.add_argument("--rate", type=float, default=250.0, help="py-spy sampling rate used (Hz)")
     ap.add_argument("--requests", type=int, help="orders answered while py-spy ran")
+    ap.add_argument("--cpu-seconds", type=float, help="the process's CPU time over the same window")
     args = ap.parse_args()
-    print(report(args.profile, args.rate, args.requests))
+    print(report(args.profile, args.rate, args.requests, args.cpu_seconds))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The session server's ``gateway`` database (shared: not migrated, not cleaned)."""
-    return postgres_server.url("gateway")
+    return postgres_server.url
 
 
 def _fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -106,14 +106,7 @@ class SqlOutbox:
         return leases
 
     async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
-        stmt = _fenced(lease).values(
-            state="done",
-            attempts=outbox.c.attempts + 1,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-        return (await self._conn.execute(stmt)).rowcount == 1
+        return await self._end_attempt(lease, "done", now)
 
     async def reschedule(
         self,
@@ -124,26 +117,23 @@ class SqlOutbox:
         error: str,
         state_data: dict[str, Any],
     ) -> bool:
-        stmt = _fenced(lease).values(
-            state="pending",
-            attempts=outbox.c.attempts + 1,
-            available_at=available_at,
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=error,
-            state_data=state_data,
-            updated_at=now,
+        return await self._end_attempt(
+            lease, "pending", now, available_at=available_at, last_error=error, state_data=state_data
         )
-        return (await self._conn.execute(stmt)).rowcount == 1
 
     async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
+        return await self._end_attempt(lease, "dead", now, last_error=error)
+
+    async def _end_attempt(self, lease: OutboxLease, state: str, now: datetime, **values: Any) -> bool:
+        """Close the attempt while the lease still holds the row (``attempts`` grows by one);
+        False when the token moved on, and then nothing was written."""
         stmt = _fenced(lease).values(
-            state="dead",
+            state=state,
             attempts=outbox.c.attempts + 1,
             lease_owner=None,
             lease_expires_at=None,
-            last_error=error,
             updated_at=now,
+            **values,
         )
         return (await self._conn.execute(stmt)).rowcount == 1
 

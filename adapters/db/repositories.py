@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, func, literal, select
+from sqlalchemy import String, Table, bindparam, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -248,10 +248,7 @@ class SqlInterceptRepository:
         self._conn = conn
 
     async def add(self, record: InterceptRecord) -> None:
-        values = msgspec_to_dict(record)
-        values["created_at"] = record.created_at or utcnow()
-        with _conflict_on_duplicate(f"intercept {record.id}", f"拦截记录 {record.id}"):
-            await self._conn.execute(intercepts.insert(), values)
+        await _insert_record(self._conn, intercepts, record, f"intercept {record.id}", f"拦截记录 {record.id}")
         if record.rule_codes:
             await self._conn.execute(
                 intercept_rules.insert(),
@@ -295,10 +292,7 @@ class SqlDeadLetterRepository:
         self._conn = conn
 
     async def add(self, letter: DeadLetter) -> None:
-        values = msgspec_to_dict(letter)
-        values["created_at"] = letter.created_at or utcnow()
-        with _conflict_on_duplicate(f"dead letter {letter.id}", f"死信 {letter.id}"):
-            await self._conn.execute(dead_letters.insert(), values)
+        await _insert_record(self._conn, dead_letters, letter, f"dead letter {letter.id}", f"死信 {letter.id}")
 
     async def get(self, letter_id: str) -> DeadLetter | None:
         row = (await self._conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id))).first()
@@ -328,10 +322,7 @@ class SqlApiKeyRepository:
         self._conn = conn
 
     async def add(self, record: ApiKeyRecord) -> None:
-        values = msgspec_to_dict(record)
-        values["created_at"] = record.created_at or utcnow()
-        with _conflict_on_duplicate("this API key", "该 API 密钥"):
-            await self._conn.execute(api_keys.insert(), values)
+        await _insert_record(self._conn, api_keys, record, "this API key", "该 API 密钥")
 
     async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         """Revoked keys are returned too; the caller checks ``revoked_at``."""
@@ -339,9 +330,12 @@ class SqlApiKeyRepository:
         return None if row is None else ApiKeyRecord(**row._mapping)
 
 
-def msgspec_to_dict(record: Any) -> dict[str, Any]:
-    """A record's fields as a dict of its own values (no conversion to builtins)."""
-    return {name: getattr(record, name) for name in record.__struct_fields__}
+async def _insert_record(conn: Executor, table: Table, record: Any, what_en: str, what_zh: str) -> None:
+    """Insert a record whose fields are columns of ``table``, stamping ``created_at`` if unset."""
+    values = {name: getattr(record, name) for name in record.__struct_fields__}
+    values["created_at"] = values["created_at"] or utcnow()
+    with _conflict_on_duplicate(what_en, what_zh):
+        await conn.execute(table.insert(), values)
 
 
 def _without(mapping: Any, key: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Every storage implementation honours the storage ports the same way: the in-memory fakes, SQLite
-and PostgreSQL run this one suite (the ``storage`` fixture in ``tests/conftest.py``)."""
+and PostgreSQL run this one suite (the ``storage`` fixture in ``tests/conftest.py``). The last
+section checks what only SQLite has: its pragmas, BEGIN IMMEDIATE and the group commit."""
 
 from __future__ import annotations
 
@@ -591,6 +592,9 @@ async def test_datetimes_must_be_timezone_aware(storage):
     with pytest.raises(Exception, match="naive datetime"):
         async with storage.uow() as uow:
             await uow.outbox.add(order_id=make_order(1).id, target="u8", kind="x", available_at=datetime(2030, 1, 1))
+
+
+# --------------------------------------------------------------------------- SQLite's writer (not conformance)
 
 
 async def test_sqlite_pragmas_and_immediate_writes(tmp_path):

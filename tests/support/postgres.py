@@ -69,7 +69,12 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         return self.root / "sock"
 
-    def url(self, database: str = "gateway") -> str:
+    @property
+    def url(self) -> str:
+        """The ``gateway`` database created at start."""
+        return self.url_for("gateway")
+
+    def url_for(self, database: str) -> str:
         return f"postgresql+asyncpg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,15 +83,11 @@ class PostgresServer:
         if done.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n{tail}"
-            )
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n{tail}")
         return done
 
     def start(self) -> None:
-        self._run(
-            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"
-        )
+        self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
         options = (
             f"-c port={{port}} -c listen_addresses=127.0.0.1 -k {self.socket_dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -107,7 +108,7 @@ class PostgresServer:
         """Create an empty database and return its URL."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name)
-        return self.url(name)
+        return self.url_for(name)
 
     def stop(self) -> None:
         if self.port:
