@@ -24,7 +24,9 @@ DEMO_DB = Path("var/demo.db")
 def _start_sandbox(port: int) -> uvicorn.Server:
     from adapters.sandbox.app import create_sandbox_app
 
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(), host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_sandbox_app(), host="127.0.0.1", port=port, log_config=None, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, name="sandbox", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -51,16 +53,22 @@ def rule_breaking_order(samples: Path) -> bytes:
     return msgspec.json.encode(payload)
 
 
+def _feed_list(samples: Path, known: set[str]) -> list[tuple[str, str, bytes]]:
+    feed = [
+        (platform_dir.name, f.name, f.read_bytes())
+        for platform_dir in sorted(p for p in samples.iterdir() if p.is_dir() and p.name in known)
+        for f in sample_files(platform_dir)
+    ]
+    feed.append(("taobao", "rule-breaking order (3 coupons)", rule_breaking_order(samples)))
+    return feed
+
+
 async def _feed(base: str, keys: dict[str, str], samples: Path) -> None:
     headers = {"Authorization": f"Bearer {keys['platform']}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         status = (await client.get("/v1/status", headers={"Authorization": f"Bearer {keys['auditor']}"})).json()
         known = set(status.get("mapping_versions", {}))
-        feed: list[tuple[str, str, bytes]] = []
-        for platform_dir in sorted(p for p in samples.iterdir() if p.is_dir() and p.name in known):
-            for f in sample_files(platform_dir):
-                feed.append((platform_dir.name, f.name, f.read_bytes()))
-        feed.append(("taobao", "rule-breaking order (3 coupons)", rule_breaking_order(samples)))
+        feed = _feed_list(samples, known)
         print("\nFeeding sample orders:")
         for platform, name, body in feed:
             r = await client.post(f"/v1/orders/{platform}", content=body, headers=headers)

@@ -47,7 +47,7 @@ class EmbeddedWorker:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="embedded-worker")
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let in-flight deliveries finish (their leases expire if they cannot)."""
         self._stopping = True
         self._wake.set()
@@ -55,7 +55,7 @@ class EmbeddedWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             for t in pending:
                 t.cancel()
 

@@ -223,7 +223,8 @@ class _Gen:
                 "    if _r is _MISSING:",
                 f"        _r = _TB_{fs.table}.get('*', _MISSING)",
                 "    if _r is _MISSING:",
-                f"        raise TransformError(f'value {{_v!r}} is not in table {fs.table}', f'值 {{_v!r}} 不在码表 {fs.table} 中')",
+                f"        raise TransformError(f'value {{_v!r}} is not in table {fs.table}',"
+                f" f'值 {{_v!r}} 不在码表 {fs.table} 中')",
                 "    _v = None if _r == '' else _r",
             ]
         if fs.lookup:
@@ -232,7 +233,8 @@ class _Gen:
                 f"    _lt = LOOKUPS.get({fs.lookup!r}) or {{}}",
                 "    _r = _lt.get(_v if _v.__class__ is str else str(_v))",
                 "    if _r is None:",
-                f"        raise TransformError(f'no entry for {{_v!r}} in value table {fs.lookup}', f'值表 {fs.lookup} 中没有 {{_v!r}}')",
+                f"        raise TransformError(f'no entry for {{_v!r}} in value table {fs.lookup}',"
+                f" f'值表 {fs.lookup} 中没有 {{_v!r}}')",
                 "    _v = _r",
             ]
         if fs.expr is not None:
@@ -277,7 +279,8 @@ class _Gen:
                 lines.append(f"if _v is not None and {test}:")
                 choices = self.const(", ".join(map(str, sorted(allowed))))
                 lines.append(
-                    f"    raise TransformError(f'{{_v!r}} is not one of ' + {choices}, f'{{_v!r}} 不是允许的值：' + {choices})"
+                    f"    raise TransformError(f'{{_v!r}} is not one of ' + {choices},"
+                    f" f'{{_v!r}} 不是允许的值：' + {choices})"
                 )
             conv = owner.needs_convert(leaf)
             if conv is not None and (fs.transform or fs.expr):

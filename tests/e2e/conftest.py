@@ -43,8 +43,12 @@ class GatewayProcess:
 
     def start(self) -> None:
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([str(BIN / "gateway"), "serve", "--port", str(self.port)], env=self.env,
-                                     stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(BIN / "gateway"), "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

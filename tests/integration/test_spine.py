@@ -37,7 +37,11 @@ def test_every_taobao_sample_becomes_one_u8_document(gateway: RunningGateway, sa
     by_tid = {d["define10"]: d for d in docs}
     multi = by_tid["3961187420015523311"]
     assert multi["custcode"] == "010001" and multi["deptcode"] == "0301"
-    assert [(ln["inventorycode"], ln["quantity"]) for ln in multi["lines"]] == [("040101", 2), ("040102", 1), ("040103", 3)]
+    assert [(ln["inventorycode"], ln["quantity"]) for ln in multi["lines"]] == [
+        ("040101", 2),
+        ("040102", 1),
+        ("040103", 3),
+    ]
     # tax-inclusive line amounts are what the buyer paid per line (canonical.md §5), to the fen
     assert [ln["sum"] for ln in multi["lines"]] == [211.38, 53.2, 53.02]
     for ln in multi["lines"]:
@@ -102,9 +106,7 @@ def test_paid_hold_is_stored_held_and_never_delivered(gateway: RunningGateway, s
     assert len(sandbox.documents("u8")) == 1
 
 
-def test_u8_rejection_becomes_a_dead_letter_with_u8_message(
-    sandbox: RunningSandbox, tmp_path, monkeypatch
-) -> None:
+def test_u8_rejection_becomes_a_dead_letter_with_u8_message(sandbox: RunningSandbox, tmp_path, monkeypatch) -> None:
     # The value table knows the SKU, but maps it to an inventory code U8 does not have.
     values = tmp_path / "values.toml"
     values.write_text('[customers]\ndemo-taobao = "010001"\n[inventory]\n"HOME-PILLOW-GRY-4874" = "999999"\n')

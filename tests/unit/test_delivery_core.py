@@ -68,11 +68,11 @@ def runtime():
 async def _setup(runtime, erp: FakeErp):
     uow = FakeUnitOfWorkFactory()
     clock = FakeClock()
-    result = await accept_order("taobao", ORDER, shop_header=None, uow_factory=uow, runtime=runtime, clock=clock,
-                                max_bytes=1 << 20)
+    result = await accept_order(
+        "taobao", ORDER, shop_header=None, uow_factory=uow, runtime=runtime, clock=clock, max_bytes=1 << 20
+    )
     assert result.status_code == 202
-    deps = DeliveryDeps(uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock,
-                        rng=random.Random(1))
+    deps = DeliveryDeps(uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock, rng=random.Random(1))
     return uow, clock, deps, result.order_id
 
 

@@ -33,14 +33,26 @@ def test_single_line_paid(taobao) -> None:
     (line,) = o.lines
     # single-line rule: the line's `payment` includes freight, so line paid = 8900, and oid == tid
     assert line.line_id == o.order_id == "3958201746231589372"
-    assert (line.qty, line.unit_price_fen, line.line_total_fen, line.discount_fen, line.paid_fen) == (1, 8900, 8900, 0, 8900)
+    assert (line.qty, line.unit_price_fen, line.line_total_fen, line.discount_fen, line.paid_fen) == (
+        1,
+        8900,
+        8900,
+        0,
+        8900,
+    )
     assert line.merchant_sku == "HOME-PILLOW-GRY-4874" and line.sku_id == "5123456789012"
     assert [(s.name, s.value) for s in line.spec] == [("颜色分类", "灰色"), ("尺寸", "48x74cm")]
     assert o.paid_at == "2024-06-18T20:15:41+08:00" and o.created_at == "2024-06-18T20:15:03+08:00"
     assert o.platform_version == "2024-06-18T20:15:42+08:00"
     r = o.receiver
     assert (r.name, r.phone, r.pii_state) == ("王**", "138****1234", "masked")
-    assert (r.province, r.city, r.district, r.street, r.postal_code) == ("浙江省", "杭州市", "西湖区", "文新街道", "310012")
+    assert (r.province, r.city, r.district, r.street, r.postal_code) == (
+        "浙江省",
+        "杭州市",
+        "西湖区",
+        "文新街道",
+        "310012",
+    )
     assert r.country is None and o.buyer.message is None and o.buyer.platform_uid == "AAHs0mEFAKEOpenUid01"
 
 
@@ -146,7 +158,7 @@ paid_fen = {{ default = 0 }}
 @pytest.mark.parametrize(
     ("paid", "message"),
     [
-        ('expr = "__import__(\'os\')"', "unknown function"),
+        ("expr = \"__import__('os')\"", "unknown function"),
         ('expr = "order_id.upper()"', "unknown function"),
         ('expr = "[x for x in lines]"', "not allowed"),
         ('expr = "nope + 1"', "unknown name"),
