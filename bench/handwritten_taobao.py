@@ -10,11 +10,12 @@ msgspec Structs of ``schemas/order.py``. It is not a second mapper for productio
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+# Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
+from gateway.mapping.transforms import normalize_text as _text
 from schemas.order import (
     Buyer,
     CanonicalOrder,
@@ -30,8 +31,6 @@ from schemas.order import (
 
 _CST = timezone(timedelta(hours=8), "Asia/Shanghai")
 _HUNDRED = Decimal(100)
-_SPACES = re.compile(r"\s+")
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
 _CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
 
 STATUS = {
@@ -69,20 +68,6 @@ _PROMOTIONS = sorted(
     ],
     key=lambda p: -len(p[0]),
 )
-
-
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        v = str(v)
-    if v.isascii():
-        t = v.strip()
-        if " " in t or "\t" in t or "\n" in t:
-            t = _SPACES.sub(" ", t)
-    else:
-        t = _SPACES.sub(" ", unicodedata.normalize("NFKC", v).translate(_ZERO_WIDTH)).strip()
-    return t or None
 
 
 def _raw(v: Any) -> str | None:

@@ -7,10 +7,10 @@ object: throughput, latency percentiles and every answer that was not a 202.
 
 Two clients, same protocol (HTTP/1.1 keep-alive, one request in flight per connection):
 
-* ``raw`` (default): a minimal HTTP/1.1 client on asyncio streams, about 0.05 ms of CPU per
+* ``raw`` (default): a minimal HTTP/1.1 client on asyncio streams, about 0.1 ms of CPU per
   request. The load generator shares the machine with the servers, so it must stay light.
 * ``httpx``: one ``httpx.AsyncClient``. On a 2-core machine it spends about 0.8 ms of CPU per
-  request and tops out near 650 requests/s at 32 connections against a trivial endpoint, so it
+  request and tops out near 550–650 requests/s at 32 connections against a trivial endpoint, so it
   measures itself rather than the server; kept for comparison.
 
     BENCH_AUTH='Bearer …' .venv/bin/python bench/loadgen.py --url URL --bodies FILE
