@@ -57,6 +57,13 @@ def _decimal(value: Any) -> Decimal:
 
 def yuan(value: Any) -> int | None:
     """Yuan as string or number → integer fen, exactly; more than two decimals is an error."""
+    if value.__class__ is str:
+        # Fast path for what platforms send almost always: plain ASCII digits, up to two decimals.
+        whole, dot, frac = value.partition(".")
+        if whole.isascii() and whole.isdigit() and len(frac) <= 2 and (not frac or (frac.isascii() and frac.isdigit())):
+            return int(whole) * 100 + (int(frac) * (10 if len(frac) == 1 else 1) if frac else 0)
+    elif value.__class__ is int:
+        return value * 100
     if value is None or value == "":
         return None
     fen = _decimal(value) * _HUNDRED
