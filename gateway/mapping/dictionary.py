@@ -14,6 +14,9 @@ from gateway.errors import ConfigError, MappingError
 from gateway.mapping.compiler import _paths, compile_mapper
 from gateway.mapping.spec import ChildSpec, DictionarySpec, FieldSpec
 from schemas.order import CanonicalOrder
+from schemas.refund import CanonicalRefund
+
+_ROOTS: dict[str, type | None] = {"order": CanonicalOrder, "refund": CanonicalRefund, "document": None}
 
 _ALL = "*"  # a known-tree node meaning "this whole subtree is known"
 
@@ -180,7 +183,7 @@ def parse_dictionary(text: str, *, origin: str = "<text>") -> DictionarySpec:
 def compile_dictionary(text: str, *, origin: str = "<text>") -> CompiledDictionary:
     """Parse and compile one dictionary; every mistake is a ``ConfigError`` naming where it is."""
     spec = parse_dictionary(text, origin=origin)
-    root_cls = CanonicalOrder if spec.dictionary.kind == "order" else None
+    root_cls = _ROOTS[spec.dictionary.kind]
     try:
         mapper, source = compile_mapper(spec, root_cls)
     except ConfigError as exc:

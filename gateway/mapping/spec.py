@@ -59,7 +59,7 @@ class ChildSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class DictionaryMeta(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
-    kind: Literal["order", "document"] = "order"
+    kind: Literal["order", "refund", "document"] = "order"
     version: str = "1"
     platform: str | None = None
     source: str | None = None  # the partner API and the reference section it follows
