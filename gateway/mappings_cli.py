@@ -35,13 +35,12 @@ def sample_files(folder: Path) -> list[Path]:
 
 
 def validate(path: Path | None) -> int:
-    files = (
-        sorted((path if path.is_dir() else path.parent).rglob("*.toml"))
-        if path and path.is_dir()
-        else [path]
-        if path
-        else sorted((_bundled() / "platforms").glob("*.toml")) + sorted((_bundled() / "erp").glob("*.toml"))
-    )
+    if path is None:
+        files = [f for sub in ("platforms", "refunds", "erp") for f in sorted((_bundled() / sub).glob("*.toml"))]
+    elif path.is_dir():
+        files = sorted(path.rglob("*.toml"))
+    else:
+        files = [path]
     failures = 0
     for f in files:
         try:
