@@ -181,7 +181,10 @@ def test_keys_and_roles(gateway: RunningGateway) -> None:
         (b"{this is not json", "JSON"),
         (b"", "empty"),
         (b'{"something_else": {}}', "trade_fullinfo_get_response"),
-        (b'{"trade_fullinfo_get_response": {"trade": {"tid": 1, "status": "WAIT_SELLER_SEND_GOODS"}}}', "total_fee"),
+        (
+            b'{"trade_fullinfo_get_response": {"trade": {"tid": 1, "status": "WAIT_SELLER_SEND_GOODS", "payment": "1"}}}',
+            "trade_fullinfo_get_response.trade.total_fee: required value is missing",
+        ),
     ],
 )
 def test_bad_bodies_get_400_with_the_reason(gateway: RunningGateway, body: bytes, reason: str) -> None:
