@@ -32,8 +32,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +46,7 @@ import httpx
 import msgspec
 from machine import machine_busy_seconds, tree_state
 from pyspy_breakdown import report
+from servers import PROFILE_RATE, Server, free_port, profile_start, profile_stop
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -55,7 +54,6 @@ SAMPLE = REPO / "mappings" / "samples" / "taobao" / "02_multi_line_coupons.json"
 BIN = Path(sys.executable).parent
 TARGET_RPS = 1000.0
 TARGET_P99_MS = 50.0
-PROFILE_RATE = 250  # py-spy samples per second
 # Ids far above the samples' own, so a benchmark order never collides with a sample.
 ID_BASE = 4_100_000_000_000_000_000
 
@@ -81,56 +79,6 @@ def build_bodies(count: int, *, first: int) -> list[bytes]:
             promo["id"] = renumber.get(promo["id"], promo["id"])
         out.append(msgspec.json.encode(payload))
     return out
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One subprocess we started, its log file, and how to wait for it and stop it."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def wait_http(self, url: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
-            try:
-                if httpx.get(url, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not answer {url} within {timeout:.0f} s; see {self.log}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: lifespan ends, worker stops
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | None) -> dict[str, Any]:
@@ -165,28 +113,6 @@ def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | 
     return result
 
 
-def profile_start(pid: int, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
-    """py-spy on the gateway for the whole load (stopped with SIGINT, which makes it write)."""
-    py_spy = shutil.which("py-spy")
-    if py_spy is None:
-        print("  --profile: py-spy is not on PATH (pip install py-spy); no profile taken", file=sys.stderr)
-        return None
-    argv = [py_spy, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--format", "raw"]
-    argv += ["--duration", str(int(2 * args.duration + 60)), "--output", str(out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # let it attach before the load starts
-    return proc
-
-
-def profile_stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 # --------------------------------------------------------------------------- the runs
 
 
@@ -215,6 +141,20 @@ def db_counts(db: Path) -> dict[str, Any]:
         outbox = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
         attempts = conn.execute("SELECT COALESCE(SUM(attempts), 0) FROM outbox").fetchone()[0]
     return {"orders": orders, "orders_by_state": by_state, "outbox_by_state": outbox, "delivery_attempts": attempts}
+
+
+def wait_for_drain(db: Path, limit_s: float) -> dict[str, Any]:
+    """After the load: how long the worker takes to deliver the backlog (up to ``limit_s``)."""
+    start = time.monotonic()
+    done0 = db_counts(db)["outbox_by_state"].get("done", 0)
+    while True:
+        counts = db_counts(db)["outbox_by_state"]
+        left = counts.get("pending", 0) + counts.get("leased", 0)
+        elapsed = time.monotonic() - start
+        if left == 0 or elapsed >= limit_s:
+            delivered = counts.get("done", 0) - done0
+            return {"seconds": elapsed, "delivered": delivered, "left": left, "per_s": delivered / max(elapsed, 1e-9)}
+        time.sleep(0.25)
 
 
 def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -277,6 +217,12 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
         if profiler is not None:
             profile_stop(profiler)
         result["db_after_run"] = db_counts(db)
+        if args.drain and not args.no_delivery:
+            result["drain"] = wait_for_drain(db, args.drain)
+            # Exactly one document per order: the sandbox keys sale orders by their code.
+            docs = httpx.get(f"{env['GATEWAY_SANDBOX_URL']}/_sandbox/u8/documents", timeout=60).json()["documents"]
+            codes = [d["code"] for d in docs if str(d.get("code", "")).startswith("GW")]
+            result["drain"].update(documents=len(codes), distinct_codes=len(set(codes)))
         gateway.stop()
         result["db_after_stop"] = db_counts(db)
     accepted = 1 + result["warmup"]["accepted_202"] + result["accepted_202"]
@@ -325,6 +271,9 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, help="py-spy the first gateway run, save the raw profile here, print where")
     ap.add_argument(
         "--env", action="append", default=[], metavar="GATEWAY_X=V", help="extra gateway setting (what-if runs)"
+    )
+    ap.add_argument(
+        "--drain", type=float, default=0.0, metavar="S", help="after the load, wait up to S s for the backlog to drain"
     )
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, logs)")
@@ -401,6 +350,13 @@ def main() -> int:
             f" (warm-up and pre-flight included): {'OK' if g['durable_ok'] else 'MISMATCH'};"
             f" at the end of the load {during['orders_by_state']}, outbox {during['outbox_by_state']}"
         )
+        if "drain" in g:
+            d = g["drain"]
+            print(
+                f"gateway #{i}: after the load, {d['delivered']} documents delivered in {d['seconds']:.1f} s"
+                f" ({d['per_s']:.0f}/s), {d['left']} left; the sandbox U8 holds {d['documents']} gateway"
+                f" documents under {d['distinct_codes']} codes"
+            )
     cpu = [("loadgen", gateway["loadgen_cpu_s"]), ("sandbox", gateway["sandbox_cpu_s"])]
     print(
         f"CPU in the median gateway run ({os.cpu_count()} CPUs): gateway {gateway['server_cpu_s']:.1f} s, "

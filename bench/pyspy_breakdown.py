@@ -24,16 +24,17 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("mapping: shop, struct replace", ("translate",)),
     ("rules (evaluate)", ("evaluate",)),
     ("SQL begin + SAVEPOINT (writer lock)", ("SqliteWriter.begin", "SqlUnitOfWork.__aenter__")),
-    ("SQL binding look-up", ("SqlOrderRepository.find_binding",)),
-    ("SQL raw payload insert (+ zlib)", ("SqlPayloadStore.put",)),
-    ("SQL order + binding insert", ("SqlOrderRepository.add",)),
-    ("SQL timeline insert", ("SqlOrderRepository.add_timeline",)),
-    ("SQL audit append (head read, insert, head update, hash)", ("SqlAuditLog.append",)),
-    ("SQL outbox insert", ("SqlOutbox.add",)),
+    ("SQL binding look-up", ("SqlOrderRepository.find_binding", "SqliteOrderRepository.find_binding")),
+    ("SQL raw payload insert (+ zlib)", ("SqlPayloadStore.put", "SqlitePayloadStore.put")),
+    ("SQL order + binding insert", ("SqlOrderRepository.add", "SqliteOrderRepository.add")),
+    ("SQL timeline insert", ("SqlOrderRepository.add_timeline", "SqliteOrderRepository.add_timeline")),
+    ("SQL audit append (head update, insert, hash)", ("SqlAuditLog.append", "SqliteAuditLog.append")),
+    ("SQL outbox insert", ("SqlOutbox.add", "SqliteOutbox.add")),
     ("commit (RELEASE, group COMMIT + fsync)", ("SqliteWriter.commit", "SqliteWriter._commit_group", "do_commit")),
     ("intake other (sha256, to_builtins, answer)", ("accept_order", "_store_new")),
     ("handler other (metrics, response)", ("OrderController.submit",)),
 ]
+_CORE = ("Connection.", "WriterSession.", "ReaderSession.", "SqliteWriter.")
 FRAMEWORK = "HTTP framework + event loop (uvicorn, Litestar, asyncio)"
 IDLE_LEAVES = ("_connection_worker_thread", "_worker (concurrent/futures/thread.py", "Condition.wait", "Queue.get")
 
@@ -63,8 +64,10 @@ def breakdown(profile: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
             bucket = "helper thread, other" if thread else FRAMEWORK
         (helpers if thread else loop)[bucket] += n
         if leaf.startswith(("DefaultDialect.do_execute", "DefaultDialect.do_commit", "do_executemany")):
-            sql["sqlite3 C code (statements, COMMIT)"] += n
-        elif any(name.startswith(("Connection.", "WriterSession.", "SqliteWriter.")) for name in names):
+            sql["sqlite3 C code under SQLAlchemy (statements, COMMIT)"] += n
+        elif "sqlite_direct.py" in leaf or "sqlite_writer.py" in leaf:
+            sql["plain-driver statements (sqlite_direct, savepoints: Python + C)"] += n
+        elif any(name.startswith(_CORE) for name in names):
             sql["SQLAlchemy Core around it"] += n
     return loop, helpers, sql
 

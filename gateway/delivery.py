@@ -98,7 +98,7 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
         return await _retry(lease, deps, exc, code=doc.code)
     finally:
         if deps.metrics:
-            deps.metrics.delivery_seconds.labels(lease.target).observe(time.perf_counter() - started)
+            deps.metrics.child(deps.metrics.delivery_seconds, lease.target).observe(time.perf_counter() - started)
     return await _record_success(lease, deps, receipt, doc.code, found_by_lookup=looked_up)
 
 
@@ -132,7 +132,7 @@ async def _record_success(
         )
         await uow.commit()
     if deps.metrics:
-        deps.metrics.deliveries_total.labels(lease.target, "delivered").inc()
+        deps.metrics.child(deps.metrics.deliveries_total, lease.target, "delivered").inc()
     log.info("delivered", order=lease.order_id, target=lease.target, document_no=receipt.document_no)
     return "delivered"
 

@@ -129,14 +129,19 @@ async def accept_order(
             assert stored is not None
             return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate")
         await uow.payloads.put(sha, body)
+        canonical = msgspec.to_builtins(order)  # once: the order row, an intercept's snapshot, the diff
         if verdict == "reject":
-            result = await _intercept(uow, order, violations, sha, dictionary.version, runtime, unknown, actor)
+            result = await _intercept(
+                uow, order, canonical, violations, sha, dictionary.version, runtime, unknown, actor
+            )
         elif binding is None:
             result = await _store_new(
-                uow, order, violations, verdict, sha, dictionary.version, runtime, clock, unknown, actor
+                uow, order, canonical, violations, verdict, sha, dictionary.version, runtime, clock, unknown, actor
             )
         else:
-            result = await _store_update(uow, binding, order, violations, verdict, sha, runtime, clock, unknown, actor)
+            result = await _store_update(
+                uow, binding, order, canonical, violations, verdict, sha, runtime, clock, unknown, actor
+            )
         await uow.commit()
     return result
 
@@ -160,6 +165,7 @@ def _answer(order: OrderRecord, unknown: list[str], warnings: list[Violation] | 
 async def _intercept(
     uow: UnitOfWork,
     order: CanonicalOrder,
+    canonical: dict[str, Any],
     violations: list[Violation],
     sha: str,
     mapping_version: str,
@@ -183,7 +189,7 @@ async def _intercept(
         mapping_version=mapping_version,
         rules_version=runtime.ruleset.version,
         payload_sha256=sha,
-        snapshot=mask_order(msgspec.to_builtins(order)),
+        snapshot=mask_order(canonical),
         order_id=order_id,
     )
     await uow.intercepts.add(record)
@@ -216,6 +222,7 @@ async def _intercept(
 async def _store_new(
     uow: UnitOfWork,
     order: CanonicalOrder,
+    canonical: dict[str, Any],
     violations: list[Violation],
     verdict: str,
     sha: str,
@@ -235,7 +242,7 @@ async def _store_new(
             platform_order_id=order.order_id,
             platform_version=order.platform_version,
             state=state,
-            canonical=msgspec.to_builtins(order),
+            canonical=canonical,
             mapping_version=mapping_version,
             rules_version=runtime.ruleset.version,
             payload_sha256=sha,
@@ -264,7 +271,17 @@ async def _store_new(
         await uow.outbox.add(order_id=record.id, target=shop.target, kind="deliver", available_at=clock.now())
     else:
         await _intercept(
-            uow, order, violations, sha, mapping_version, runtime, unknown, actor, verdict="hold", order_id=record.id
+            uow,
+            order,
+            canonical,
+            violations,
+            sha,
+            mapping_version,
+            runtime,
+            unknown,
+            actor,
+            verdict="hold",
+            order_id=record.id,
         )
     warnings = [v for v in violations if v.severity == "warn"]
     return IntakeResult(202, _answer(record, unknown, warnings), record.id, state)
@@ -274,6 +291,7 @@ async def _store_update(
     uow: UnitOfWork,
     binding: Binding,
     order: CanonicalOrder,
+    canonical: dict[str, Any],
     violations: list[Violation],
     verdict: str,
     sha: str,
@@ -286,9 +304,9 @@ async def _store_update(
     stored = await uow.orders.get(binding.order_id)
     assert stored is not None
     await uow.orders.replace_canonical(
-        stored.id, canonical=msgspec.to_builtins(order), platform_version=order.platform_version, payload_sha256=sha
+        stored.id, canonical=canonical, platform_version=order.platform_version, payload_sha256=sha
     )
-    changed = sorted(k for k, v in msgspec.to_builtins(order).items() if stored.canonical.get(k) != v and k != "source")
+    changed = sorted(k for k, v in canonical.items() if stored.canonical.get(k) != v and k != "source")
     new_state = stored.state
     if stored.state in ("accepted", "held"):
         new_state = "held" if verdict == "hold" else "accepted"

@@ -159,8 +159,9 @@ class Outbox(Protocol):
     async def add(self, *, order_id: str, target: str, kind: str, available_at: datetime) -> int: ...
 
     async def claim(self, *, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxLease]:
-        """Lease up to ``limit`` rows that are due (pending and available, or leased and expired),
-        oldest first, at most one row per order; each claim increments the row's token."""
+        """Lease up to ``limit`` rows that are due (leased and expired first, then pending and
+        available), earliest due first, never a row while an older row of its order is unfinished;
+        each claim increments the row's token. The leases come back in ``id`` order."""
 
     async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
         """Mark done. False when the lease was lost (token moved on): nothing was written."""

@@ -2,9 +2,11 @@
 
 It claims due outbox rows with a lease and runs ``gateway.delivery.deliver`` on each, with at most
 ``concurrency`` documents in flight per ERP target (the legacy ERP's own limit) and
-``worker_concurrency`` in the whole process. Intake wakes it after each commit; otherwise it
-sleeps until the next row is due. A row whose lease expires — the process died mid-call — is
-claimed again, and ``deliver`` looks the document up before sending it again.
+``worker_concurrency`` in the whole process. Claims come in batches: one claim whenever at least
+``claim_batch`` slots are free, not one per finished delivery; and when intake wakes an idle worker
+it waits ``coalesce_s`` first, so a burst of accepted orders costs one claim, not one per order.
+Otherwise it sleeps until the next row is due. A row whose lease expires — the process died
+mid-call — is claimed again, and ``deliver`` looks the document up before sending it again.
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ log = get_logger("gateway.worker")
 
 
 class EmbeddedWorker:
-    def __init__(self, deps: DeliveryDeps, *, concurrency: int, lease_seconds: float, idle_poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        deps: DeliveryDeps,
+        *,
+        concurrency: int,
+        lease_seconds: float,
+        idle_poll_s: float = 1.0,
+        claim_batch: int | None = None,
+        coalesce_s: float = 0.005,
+    ) -> None:
         self.deps = deps
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds = lease_seconds
         self.idle_poll_s = idle_poll_s
+        self.claim_batch = max(1, min(concurrency, claim_batch or concurrency // 2))
+        self.coalesce_s = coalesce_s
+        self.claims = 0  # claim queries run, for tests and the curious
         self._free = concurrency
         self._target_limits = {
             name: asyncio.Semaphore(max(1, t.concurrency)) for name, t in deps.runtime.config.targets.items()
         }
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # new rows, or a finished delivery that may unblock its order's next row
+        self._room = asyncio.Event()  # a slot came free
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -41,7 +56,7 @@ class EmbeddedWorker:
         return self._loop_task is not None and not self._loop_task.done()
 
     def wake(self) -> None:
-        """Something new is in the outbox: look now instead of at the next poll."""
+        """Something new is in the outbox: look soon instead of at the next poll."""
         self._wake.set()
 
     def start(self) -> None:
@@ -51,6 +66,7 @@ class EmbeddedWorker:
         """Stop claiming; let in-flight deliveries finish (their leases expire if they cannot)."""
         self._stopping = True
         self._wake.set()
+        self._room.set()
         if self._loop_task:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -60,25 +76,29 @@ class EmbeddedWorker:
                 t.cancel()
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while True:
+            await self._wait_for_room()
+            if self._stopping:
+                return
+            asked = self._free
             try:
-                claimed = await self._claim_some()
+                claimed = await self._claim(asked)
             except Exception:  # the database may be briefly unavailable; keep the worker alive
                 log.exception("claiming outbox rows failed; retrying")
                 claimed = 0
-            if claimed:
-                continue
-            await self._sleep_until_due()
+            if claimed < asked:  # everything due is claimed: sleep until more is
+                await self._sleep_until_due()
 
-    async def _claim_some(self) -> int:
-        if self._free <= 0:
-            await self._wait_for_slot()
-            return 1
+    async def _wait_for_room(self) -> None:
+        while self._free < self.claim_batch and self._tasks and not self._stopping:
+            self._room.clear()
+            await self._room.wait()
+
+    async def _claim(self, limit: int) -> int:
         now = self.deps.clock.now()
+        self.claims += 1
         async with self.deps.uow_factory() as uow:
-            leases = await uow.outbox.claim(
-                owner=self.owner, now=now, lease_seconds=self.lease_seconds, limit=self._free
-            )
+            leases = await uow.outbox.claim(owner=self.owner, now=now, lease_seconds=self.lease_seconds, limit=limit)
             await uow.commit()
         for lease in leases:
             self._free -= 1
@@ -86,10 +106,6 @@ class EmbeddedWorker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(leases)
-
-    async def _wait_for_slot(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def _run_one(self, lease) -> None:  # noqa: ANN001 - OutboxLease
         limit = self._target_limits.setdefault(lease.target, asyncio.Semaphore(1))
@@ -101,9 +117,11 @@ class EmbeddedWorker:
             log.exception("delivery crashed", order=lease.order_id, outbox=lease.id)
         finally:
             self._free += 1
+            self._room.set()
             self._wake.set()
 
     async def _sleep_until_due(self) -> None:
+        self._wake.clear()  # before reading: a wake from now on is not lost
         timeout = self.idle_poll_s
         try:
             async with self.deps.uow_factory(write=False) as uow:
@@ -113,6 +131,11 @@ class EmbeddedWorker:
                 timeout = max(0.01, min(timeout, wait))
         except Exception:
             log.exception("reading the next due time failed")
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        except TimeoutError:
+            return  # a row is due (or it is time to poll): claim now
+        if self.coalesce_s and not self._stopping:
+            # Woken by intake: the orders right behind this one commit within milliseconds, and
+            # one claim then takes them all.
+            await asyncio.sleep(self.coalesce_s)

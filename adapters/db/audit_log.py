@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Row, bindparam, select
@@ -48,6 +48,40 @@ def _entry(row: Row[Any]) -> AuditEntry:
     return AuditEntry(**{**row._mapping, "data": data})
 
 
+class Draft(NamedTuple):
+    """An entry before it has a place in the chain (``seal`` gives it one)."""
+
+    at: str
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    data: dict[str, Any]  # as it will be read back, which is what the hash covers
+    data_text: str  # as stored
+
+
+def draft(*, actor: str, action: str, subject_type: str, subject_id: str, data: dict[str, Any]) -> Draft:
+    data_text = _encoder.encode(data).decode()
+    # Hash what will be read back: JSON turns tuples, Decimals and int keys into other shapes.
+    at = datetime.now(UTC).isoformat()
+    return Draft(at, actor, action, subject_type, subject_id, msgspec.json.decode(data_text), data_text)
+
+
+def seal(d: Draft, head_seq: int, head_hash: str) -> AuditEntry:
+    """``d`` as the entry after the head ``(head_seq, head_hash)``."""
+    fields = {
+        "seq": head_seq + 1,
+        "at": d.at,
+        "actor": d.actor,
+        "action": d.action,
+        "subject_type": d.subject_type,
+        "subject_id": d.subject_id,
+        "data": d.data,
+        "prev_hash": head_hash,
+    }
+    return AuditEntry(**fields, hash=entry_hash(**fields))
+
+
 class SqlAuditLog:
     def __init__(self, conn: Executor) -> None:
         self._conn = conn
@@ -55,21 +89,11 @@ class SqlAuditLog:
     async def append(
         self, *, actor: str, action: str, subject_type: str, subject_id: str, data: dict[str, Any]
     ) -> AuditEntry:
+        d = draft(actor=actor, action=action, subject_type=subject_type, subject_id=subject_id, data=data)
         head = (await self._conn.execute(_HEAD_LOCKED)).one()
-        data_text = _encoder.encode(data).decode()
-        fields = {
-            "seq": head.seq + 1,
-            "at": datetime.now(UTC).isoformat(),
-            "actor": actor,
-            "action": action,
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            # Hash what will be read back: JSON turns tuples, Decimals and int keys into other shapes.
-            "data": msgspec.json.decode(data_text),
-            "prev_hash": head.hash,
-        }
-        entry = AuditEntry(**fields, hash=entry_hash(**fields))
-        await self._conn.execute(_INSERT, {**fields, "data": data_text, "hash": entry.hash})
+        entry = seal(d, head.seq, head.hash)
+        row = msgspec.structs.asdict(entry) | {"data": d.data_text}
+        await self._conn.execute(_INSERT, row)
         await self._conn.execute(_SET_HEAD, {"new_seq": entry.seq, "new_hash": entry.hash})
         return entry
 

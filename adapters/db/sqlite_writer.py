@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,8 +49,12 @@ class SqliteWriter:
         self.engine = engine
         self.lock = asyncio.Lock()
         self._conn: Connection | None = None
+        self.driver: sqlite3.Connection | None = None  # the stdlib connection under ``_conn``
         self._waiting: list[asyncio.Future[None]] = []  # units released, awaiting the group COMMIT
         self._flush: asyncio.Task[None] | None = None
+        # The audit chain's head as this process last wrote it, or None: a hint that saves a read
+        # per entry. ``sqlite_direct.SqliteAuditLog`` only trusts it through a conditional UPDATE.
+        self.audit_head: tuple[int, str] | None = None
 
     async def begin(self) -> Connection:
         """Take the writer lock and open one unit's savepoint in the group transaction."""
@@ -58,11 +63,12 @@ class SqliteWriter:
             if self._conn is None:
                 self._conn = self.engine.connect()
             conn = self._conn
+            self.driver = conn.connection.driver_connection
             if not conn.in_transaction():
                 await _in_thread(conn.begin)  # BEGIN IMMEDIATE (engine event)
-            # Plain SQL rather than begin_nested(): SQLAlchemy compiles its savepoint constructs anew
-            # on every use, which cost more than the rest of a small unit of work.
-            conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+            # On the driver rather than begin_nested(): SQLAlchemy compiles its savepoint constructs
+            # anew on every use, and even exec_driver_sql costs more than SQLite's own work here.
+            self.driver.execute(f"SAVEPOINT {_SAVEPOINT}")
             return conn
         except BaseException:
             self._end_idle_transaction()
@@ -72,7 +78,7 @@ class SqliteWriter:
     async def commit(self, conn: Connection) -> None:
         """Release the unit's savepoint, hand the lock on, and return once the group is durable."""
         try:
-            conn.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
+            self.driver.execute(f"RELEASE {_SAVEPOINT}")  # type: ignore[union-attr]
         except BaseException as exc:
             self._abandon(exc)
             raise
@@ -86,8 +92,8 @@ class SqliteWriter:
     def rollback(self, conn: Connection) -> None:
         """Undo one unit (only its savepoint) and hand the lock on."""
         try:
-            conn.exec_driver_sql(f"ROLLBACK TO {_SAVEPOINT}")
-            conn.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
+            self.driver.execute(f"ROLLBACK TO {_SAVEPOINT}")  # type: ignore[union-attr]
+            self.driver.execute(f"RELEASE {_SAVEPOINT}")  # type: ignore[union-attr]
         except BaseException as exc:
             self._abandon(exc)
             raise
@@ -140,7 +146,7 @@ class SqliteWriter:
             with contextlib.suppress(Exception):
                 self._conn.rollback()
             self._conn.close()
-            self._conn = None
+            self._conn = self.driver = None
         self.engine.dispose()
 
 
@@ -164,6 +170,17 @@ class WriterSession:
         if conn is None:
             conn = self._conn = await self._writer.begin()
         return conn.execute(statement, parameters)
+
+    async def driver(self) -> sqlite3.Connection:
+        """The stdlib connection, inside this unit's savepoint (``sqlite_direct`` runs its fixed
+        statements on it: same connection, same transaction as ``execute``)."""
+        if self._conn is None:
+            self._conn = await self._writer.begin()
+        return self._writer.driver  # type: ignore[return-value]
+
+    @property
+    def writer(self) -> SqliteWriter:
+        return self._writer
 
     async def commit(self) -> None:
         conn, self._conn = self._conn, None

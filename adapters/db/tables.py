@@ -29,6 +29,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is refused (its zone would be a guess)."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the storage ports take timezone-aware UTC times")
+    return value.astimezone(UTC)
+
+
+def sqlite_time(value: datetime) -> str:
+    """``value`` as ``UTCDateTime`` stores it on SQLite: naive UTC text with microseconds, which
+    sorts and compares like the times themselves (for statements run on the plain driver)."""
+    return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes in and out on every engine.
 
@@ -42,9 +55,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: the storage ports take timezone-aware UTC times")
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:

@@ -1,9 +1,11 @@
 """The unit of work on SQLAlchemy Core: one connection, one transaction, every repository.
 
-PostgreSQL, and reads on SQLite, use an ``AsyncConnection``. A write unit of work on SQLite uses
-the process's single writer (``sqlite_writer.py``): it holds the writer lock from ``__aenter__``
-until ``commit()`` or the end of the block, so never open a write unit of work inside another in
-the same task (it would wait for itself). ``write=False`` takes no lock.
+PostgreSQL uses an ``AsyncConnection``; reads on SQLite a pooled plain connection
+(``sqlite_reader.py``). A write unit of work on SQLite uses the process's single writer
+(``sqlite_writer.py``), with the statements every order runs on the plain driver
+(``sqlite_direct.py``). It holds the writer lock from ``__aenter__`` until ``commit()`` or the end
+of the block, so never open a write unit of work inside another in the same task (it would wait for
+itself). ``write=False`` takes no lock.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from adapters.db.repositories import (
     SqlOrderRepository,
     SqlPayloadStore,
 )
+from adapters.db.sqlite_direct import SqliteAuditLog, SqliteOrderRepository, SqliteOutbox, SqlitePayloadStore
+from adapters.db.sqlite_reader import ReaderSession
 from adapters.db.sqlite_writer import WriterSession
 
 
@@ -59,7 +63,7 @@ class SqlUnitOfWork:
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
         self._write = write
-        self._session: WriterSession | _AsyncSession | None = None
+        self._session: WriterSession | ReaderSession | _AsyncSession | None = None
 
     async def __aenter__(self) -> Self:
         conn: Executor
@@ -67,20 +71,27 @@ class SqlUnitOfWork:
             session = WriterSession(self._db.sqlite_writer)
             await session.begin()
             self._session = conn = session
+            self.orders = SqliteOrderRepository(session)
+            self.payloads = SqlitePayloadStore(session)
+            self.outbox = SqliteOutbox(session)
+            self.audit = SqliteAuditLog(session)
         else:
-            async_conn = await self._db.engine.connect()
-            try:
-                await async_conn.begin()
-            except BaseException:
-                await async_conn.close()
-                raise
-            self._session, conn = _AsyncSession(async_conn), async_conn
-        self.orders = SqlOrderRepository(conn)
-        self.payloads = SqlPayloadStore(conn)
-        self.outbox = SqlOutbox(conn)
+            if self._db.sqlite_reader is not None:
+                self._session = conn = ReaderSession(self._db.sqlite_reader)
+            else:
+                async_conn = await self._db.engine.connect()
+                try:
+                    await async_conn.begin()
+                except BaseException:
+                    await async_conn.close()
+                    raise
+                self._session, conn = _AsyncSession(async_conn), async_conn
+            self.orders = SqlOrderRepository(conn)
+            self.payloads = SqlPayloadStore(conn)
+            self.outbox = SqlOutbox(conn)
+            self.audit = SqlAuditLog(conn)
         self.intercepts = SqlInterceptRepository(conn)
         self.dead_letters = SqlDeadLetterRepository(conn)
-        self.audit = SqlAuditLog(conn)
         self.keys = SqlApiKeyRepository(conn)
         return self
 
@@ -89,7 +100,7 @@ class SqlUnitOfWork:
         if session is not None:
             await session.close()
 
-    def _open(self) -> WriterSession | _AsyncSession:
+    def _open(self) -> WriterSession | ReaderSession | _AsyncSession:
         if self._session is None:
             raise RuntimeError("the unit of work is not open: use `async with`")
         return self._session

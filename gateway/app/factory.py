@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         container: Container = await build_container(settings, clock=clock)
         app.state.container = container
+        # Everything built so far (compiled dictionaries, SQLAlchemy's and Litestar's tables) lives
+        # as long as the process: keep it out of the cyclic GC's full collections, which otherwise
+        # stop the event loop for 50 ms and more now and then (the p99 of intake). Collect first,
+        # so no garbage is frozen with it.
+        gc.collect()
+        gc.freeze()
         if container.worker is not None:
             container.worker.start()
         try:

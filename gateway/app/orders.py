@@ -6,24 +6,27 @@ import time
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from gateway.app.security import requires
+from gateway.app.security import authorize, requires
 from gateway.errors import NotFound, PayloadInvalid
 from gateway.intake import accept_order, decode_payload, evaluate, translate
 from gateway.pii import mask_order
 
 _READERS = ("wms", "erp", "it", "auditor")
+_PLATFORMS = frozenset({"platform"})
+_json = msgspec.json.Encoder().encode
 
 
 class OrderController(Controller):
     path = "/v1"
     tags = ["orders"]
 
-    @post("/orders/{platform:str}", guards=[requires("platform")], status_code=202)
+    @post("/orders/{platform:str}", status_code=202)
     async def submit(self, request: Request, platform: FromPath[str]) -> Response:
-        """Take one order exactly as the platform's order-detail API returned it."""
+        """Take one order exactly as the platform's order-detail API returned it (role ``platform``)."""
+        await authorize(request, _PLATFORMS)
         c = request.app.state.container
         started = time.perf_counter()
         body = await request.body()
@@ -38,13 +41,14 @@ class OrderController(Controller):
                 max_bytes=c.settings.max_body_bytes,
             )
         except PayloadInvalid:
-            c.metrics.intake_total.labels(platform, "invalid").inc()
+            c.metrics.count_intake(platform, "invalid")
             raise
-        c.metrics.intake_total.labels(platform, result.outcome).inc()
+        c.metrics.count_intake(platform, result.outcome)
         c.metrics.intake_seconds.observe(time.perf_counter() - started)
         if result.status_code == 202 and c.worker is not None:
             c.worker.wake()
-        return Response(result.body, status_code=result.status_code)
+        # Encoded here, once, rather than handed to Litestar's serialisation as a dict.
+        return Response(_json(result.body), status_code=result.status_code, media_type=MediaType.JSON)
 
     @post("/mappings/{platform:str}/dry-run", guards=[requires("it", "platform")], status_code=200)
     async def dry_run(self, request: Request, platform: FromPath[str]) -> dict[str, Any]:

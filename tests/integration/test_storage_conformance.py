@@ -280,6 +280,19 @@ async def test_outbox_keeps_each_orders_rows_in_order(storage):
     assert [x.id for x in await claim(storage, T0 + timedelta(minutes=10))] == [a2]
 
 
+async def test_outbox_claims_expired_leases_then_the_earliest_due(storage):
+    await add_orders(storage, make_order(1), make_order(2), make_order(3))
+    retried = await add_outbox(storage, make_order(1).id, available_at=T0 + timedelta(minutes=2))
+    fresh = await add_outbox(storage, make_order(2).id, available_at=T0 + timedelta(minutes=1))
+    stuck = await add_outbox(storage, make_order(3).id, available_at=T0)
+    (lease,) = await claim(storage, owner="dies", lease=30)
+    assert lease.id == stuck
+    later = T0 + timedelta(minutes=3)
+    assert [x.id for x in await claim(storage, later, limit=1)] == [stuck]  # its lease expired
+    assert [x.id for x in await claim(storage, later, limit=1)] == [fresh]  # due before `retried`
+    assert [x.id for x in await claim(storage, later, limit=5)] == [retried]
+
+
 async def test_outbox_concurrent_claimers_never_share_a_row(storage):
     orders = [make_order(n) for n in range(1, 21)]
     await add_orders(storage, *orders)

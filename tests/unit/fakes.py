@@ -203,18 +203,21 @@ class FakeOutbox:
         self, *, owner: str, now: datetime, lease_seconds: float, limit: int
     ) -> list[OutboxLease]:
         rows = sorted(self._s.outbox.values(), key=lambda r: r.id)
+        # Expired leases first, then pending rows, each earliest due first (as the SQL claims).
+        expired = [r for r in rows if r.state == "leased" and r.lease_expires_at and r.lease_expires_at < now]
+        pending = [r for r in rows if r.state == "pending" and r.available_at <= now]
+        candidates = sorted(expired, key=lambda r: (r.lease_expires_at, r.id)) + sorted(
+            pending, key=lambda r: (r.available_at, r.id)
+        )
         leases: list[OutboxLease] = []
-        for row in rows:
+        for row in candidates:
             if len(leases) >= limit:
                 break
-            due = (row.state == "pending" and row.available_at <= now) or (
-                row.state == "leased" and row.lease_expires_at is not None and row.lease_expires_at < now
-            )
             blocked = any(
                 r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased")
                 for r in rows
             )
-            if not due or blocked:
+            if blocked:
                 continue
             row.state, row.lease_owner, row.token = "leased", owner, row.token + 1
             row.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -230,7 +233,7 @@ class FakeOutbox:
                     state_data=copy.deepcopy(row.state_data),
                 )
             )
-        return leases
+        return sorted(leases, key=lambda lease: lease.id)
 
     def _fenced(self, lease: OutboxLease) -> FakeOutboxRow | None:
         row = self._s.outbox.get(lease.id)
