@@ -182,7 +182,8 @@ def test_keys_and_roles(gateway: RunningGateway) -> None:
         (b"", "empty"),
         (b'{"something_else": {}}', "trade_fullinfo_get_response"),
         (
-            b'{"trade_fullinfo_get_response": {"trade": {"tid": 1, "status": "WAIT_SELLER_SEND_GOODS", "payment": "1"}}}',
+            b'{"trade_fullinfo_get_response": {"trade": '
+            b'{"tid": 1, "status": "WAIT_SELLER_SEND_GOODS", "payment": "1"}}}',
             "trade_fullinfo_get_response.trade.total_fee: required value is missing",
         ),
     ],
