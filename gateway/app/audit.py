@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
@@ -31,6 +32,23 @@ def _when(value: str | None, name: str) -> datetime | None:
     return dt
 
 
+def intercept_filters(
+    rule: FromQuery[str | None] = None,
+    platform: FromQuery[str | None] = None,
+    shop: FromQuery[str | None] = None,
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
+) -> dict[str, Any]:
+    """The filters shared by the JSON and CSV views of the intercept log."""
+    return {
+        "rule": rule,
+        "platform": platform,
+        "shop": shop,
+        "since": _when(since, "since"),
+        "until": _when(until, "until"),
+    }
+
+
 def _intercept_body(r: Any) -> dict[str, Any]:
     body = msgspec.to_builtins(r)
     body["created_at"] = r.created_at.isoformat() if r.created_at else None
@@ -41,50 +59,25 @@ class AuditController(Controller):
     path = "/v1"
     tags = ["audit"]
 
+    dependencies = {"filters": Provide(intercept_filters, sync_to_thread=False)}
+
     @get("/intercepts", guards=[requires("auditor")])
     async def intercepts(
         self,
         request: Request,
-        rule: FromQuery[str | None] = None,
-        platform: FromQuery[str | None] = None,
-        shop: FromQuery[str | None] = None,
-        since: FromQuery[str | None] = None,
-        until: FromQuery[str | None] = None,
+        filters: NamedDependency[dict[str, Any]],
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
-            page = await uow.intercepts.list(
-                rule=rule,
-                platform=platform,
-                shop=shop,
-                since=_when(since, "since"),
-                until=_when(until, "until"),
-                cursor=cursor,
-                limit=limit,
-            )
+            page = await uow.intercepts.list(**filters, cursor=cursor, limit=limit)
         return {"items": [_intercept_body(r) for r in page.items], "next_cursor": page.next_cursor}
 
     @get("/intercepts.csv", guards=[requires("auditor")])
-    async def intercepts_csv(
-        self,
-        request: Request,
-        rule: FromQuery[str | None] = None,
-        platform: FromQuery[str | None] = None,
-        shop: FromQuery[str | None] = None,
-        since: FromQuery[str | None] = None,
-        until: FromQuery[str | None] = None,
-    ) -> Stream:
+    async def intercepts_csv(self, request: Request, filters: NamedDependency[dict[str, Any]]) -> Stream:
         """The same rows as CSV, UTF-8 with a BOM so Excel opens the Chinese text correctly."""
         c = request.app.state.container
-        filters = {
-            "rule": rule,
-            "platform": platform,
-            "shop": shop,
-            "since": _when(since, "since"),
-            "until": _when(until, "until"),
-        }
 
         async def rows() -> AsyncIterator[bytes]:
             yield "\ufeff".encode()

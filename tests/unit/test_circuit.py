@@ -6,22 +6,14 @@ import msgspec
 import pytest
 
 from gateway.circuit import CircuitBreaker, CircuitConfig, Circuits
+from tests.support.clock import FakeMonotonic
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+FakeClock = FakeMonotonic
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeMonotonic(1000.0)
 
 
 @pytest.fixture

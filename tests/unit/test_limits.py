@@ -14,22 +14,14 @@ from gateway.limits import (
     LimitsUnavailableError,
     take_token,
 )
+from tests.support.clock import FakeMonotonic
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 50.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+FakeClock = FakeMonotonic
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeMonotonic(50.0)
 
 
 def test_config_defaults_and_validation() -> None:
