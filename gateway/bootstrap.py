@@ -92,7 +92,7 @@ async def build_container(
     start_worker: bool | None = None,
     migrate: bool | None = None,
 ) -> Container:
-    """Wire everything for one process. ``start_worker`` defaults to "no Redis configured"."""
+    """Wire everything for one process; ``start_worker=False`` builds an API without delivery."""
     config = load_config(settings.config_path)
     runtime = load_runtime(config)
     if migrate if migrate is not None else settings.is_sqlite:
@@ -112,7 +112,13 @@ async def build_container(
         http=http,
     )
     container.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
-    run_worker = settings.embedded_queue if start_worker is None else start_worker
+    run_worker = True if start_worker is None else start_worker
+    if start_worker is None and not settings.embedded_queue:
+        # This version has no arq workers yet: without the embedded worker nothing would deliver.
+        log.warning(
+            "GATEWAY_REDIS_URL is set, but this version delivers with the embedded worker only; "
+            "every serve process delivers (claims are leased, so they never double-send)"
+        )
     if run_worker:
         container.worker = EmbeddedWorker(
             container.delivery_deps(),
