@@ -1,8 +1,10 @@
 """The composition root: the one place that chooses adapters and wires them into the core.
 
 ``build_container(settings)`` opens the database, compiles the dictionaries and rules, creates
-one ERP adapter per configured target and, with no Redis configured, the embedded worker. The
-HTTP app, the CLI and (later) the arq worker all start from here.
+one ERP adapter per configured target, the circuits and concurrency limits of each target, and
+the delivery queue: with no Redis configured the embedded worker; with ``GATEWAY_REDIS_URL`` the
+outbox relay that feeds arq. ``build_worker_container(settings)`` wires the same for a
+``gateway worker`` process, without the HTTP app. Everything starts from here.
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ import random
 from dataclasses import dataclass, field
 
 import httpx
+from arq.connections import ArqRedis, create_pool
+from redis.asyncio import Redis
 
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from adapters.redis.connection import arq_settings, redis_client
+from adapters.redis.limits import RedisConcurrencyLimiter, RedisRateLimiter
+from adapters.redis.queue import ArqJobQueue
 from adapters.u8.eai import U8EaiAdapter
 from gateway.auth import KeyCache
+from gateway.circuit import Circuits, CircuitState
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, TargetConfig, load_config
 from gateway.delivery import DeliveryDeps
 from gateway.errors import ConfigError
+from gateway.limits import ConcurrencyLimiter, InProcessConcurrencyLimiter, InProcessRateLimiter, RateLimiter
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, UnitOfWorkFactory
+from gateway.relay import OutboxRelay
 from gateway.runtime import Runtime, load_runtime
 from gateway.settings import Settings
 from gateway.worker import EmbeddedWorker
@@ -44,6 +54,13 @@ class Container:
     adapters: dict[str, ErpAdapter] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
     worker: EmbeddedWorker | None = None
+    circuits: Circuits | None = None
+    limiter: ConcurrencyLimiter | None = None
+    rate: RateLimiter | None = None
+    redis: Redis | None = None  # the shared limits' client (GATEWAY_REDIS_URL)
+    arq: ArqRedis | None = None  # the job queue's pool
+    relay: OutboxRelay | None = None
+    permit_wait_s: float = 0.0
 
     def delivery_deps(self) -> DeliveryDeps:
         return DeliveryDeps(
@@ -53,11 +70,35 @@ class Container:
             clock=self.clock,
             metrics=self.metrics,
             rng=random.Random(),
+            circuits=self.circuits,
+            limiter=self.limiter,
+            rate=self.rate,
+            permit_wait_s=self.permit_wait_s,
         )
 
+    def start_delivery(self) -> None:
+        """Start what this process runs of the delivery path (the embedded worker or the relay)."""
+        if self.worker is not None:
+            self.worker.start()
+        if self.relay is not None:
+            self.relay.start()
+
+    def wake_delivery(self) -> None:
+        """New or requeued outbox rows were committed: deliver (or relay) them soon."""
+        if self.worker is not None:
+            self.worker.wake()
+        if self.relay is not None:
+            self.relay.wake()
+
     async def aclose(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
         if self.worker is not None:
             await self.worker.stop()
+        if self.arq is not None:
+            await self.arq.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         for adapter in self.adapters.values():
             await adapter.aclose()
         if self.http is not None:
@@ -85,6 +126,49 @@ def prepare_database(settings: Settings) -> None:
     upgrade(settings.database_url)
 
 
+async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool | None) -> Container:
+    """Database, dictionaries, ERP adapters, circuits and limits: what serving and delivering share."""
+    config = load_config(settings.config_path)
+    runtime = load_runtime(config)
+    if migrate if migrate is not None else settings.is_sqlite:
+        prepare_database(settings)
+    db = create_engine(settings.database_url, synchronous=settings.sqlite_synchronous)  # type: ignore[arg-type]
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+    metrics = Metrics(targets=config.targets)
+
+    def circuit_changed(target: str, old: CircuitState, new: CircuitState) -> None:
+        metrics.set_circuit(target, new)
+        log.warning("circuit changed", target=target, old=old, new=new)
+
+    c = Container(
+        settings=settings,
+        config=config,
+        runtime=runtime,
+        db=db,
+        uow_factory=SqlUnitOfWorkFactory(db),
+        metrics=metrics,
+        clock=clock or SystemClock(),
+        keys=KeyCache(),
+        http=http,
+        circuits=Circuits({n: t.circuit for n, t in config.targets.items()}, on_change=circuit_changed),
+    )
+    c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
+    limits = {n: t.limits for n, t in config.targets.items()}
+    if settings.redis_url:
+        c.redis = redis_client(settings.redis_url)
+        c.limiter = RedisConcurrencyLimiter(c.redis, limits)
+        c.rate = RedisRateLimiter(c.redis, limits)
+    else:
+        c.limiter, c.rate = InProcessConcurrencyLimiter(limits), InProcessRateLimiter(limits)
+    return c
+
+
+async def connect_queue(settings: Settings) -> ArqRedis:
+    """arq's pool on ``GATEWAY_REDIS_URL``."""
+    assert settings.redis_url  # noqa: S101 - callers check
+    return await create_pool(arq_settings(settings.redis_url))
+
+
 async def build_container(
     settings: Settings,
     *,
@@ -92,45 +176,38 @@ async def build_container(
     start_worker: bool | None = None,
     migrate: bool | None = None,
 ) -> Container:
-    """Wire everything for one process; ``start_worker=False`` builds an API without delivery."""
-    config = load_config(settings.config_path)
-    runtime = load_runtime(config)
-    if migrate if migrate is not None else settings.is_sqlite:
-        prepare_database(settings)
-    db = create_engine(settings.database_url, synchronous=settings.sqlite_synchronous)  # type: ignore[arg-type]
-    uow_factory = SqlUnitOfWorkFactory(db)
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
-    container = Container(
-        settings=settings,
-        config=config,
-        runtime=runtime,
-        db=db,
-        uow_factory=uow_factory,
-        metrics=Metrics(targets=config.targets),
-        clock=clock or SystemClock(),
-        keys=KeyCache(),
-        http=http,
-    )
-    container.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
-    run_worker = True if start_worker is None else start_worker
-    if start_worker is None and not settings.embedded_queue:
-        # This version has no arq workers yet: without the embedded worker nothing would deliver.
-        log.warning(
-            "GATEWAY_REDIS_URL is set, but this version delivers with the embedded worker only; "
-            "every serve process delivers (claims are leased, so they never double-send)"
-        )
-    if run_worker:
+    """Wire everything for one ``gateway serve`` process; ``start_worker=False`` builds an API
+    without delivery. With Redis the process relays outbox rows to arq and delivers nothing itself."""
+    container = await _build_core(settings, clock=clock, migrate=migrate)
+    run_worker = settings.embedded_queue if start_worker is None else start_worker
+    if run_worker and settings.embedded_queue:
         container.worker = EmbeddedWorker(
             container.delivery_deps(),
             concurrency=settings.worker_concurrency,
             lease_seconds=settings.lease_seconds,
         )
+    elif run_worker or (start_worker is None and not settings.embedded_queue):
+        container.arq = await connect_queue(settings)
+        container.relay = OutboxRelay(container.uow_factory, ArqJobQueue(container.arq), container.clock)
     log.info(
         "gateway wired",
-        database=db.dialect,
-        targets=sorted(config.targets),
-        platforms=sorted(runtime.platform_dictionaries),
-        rules_version=runtime.ruleset.version,
-        embedded_worker=run_worker,
+        database=container.db.dialect,
+        targets=sorted(container.config.targets),
+        platforms=sorted(container.runtime.platform_dictionaries),
+        rules_version=container.runtime.ruleset.version,
+        queue="embedded" if container.worker else ("arq" if container.relay else "none"),
     )
+    return container
+
+
+async def build_worker_container(settings: Settings, *, clock: Clock | None = None) -> Container:
+    """Wire a ``gateway worker`` process: the shared clients of the arq job (database, HTTP, ERP
+    adapters, circuits, Redis limits) and the outbox relay; no HTTP app, no migrations."""
+    if not settings.redis_url:
+        raise ConfigError("gateway worker needs GATEWAY_REDIS_URL", "gateway worker 需要 GATEWAY_REDIS_URL")
+    container = await _build_core(settings, clock=clock, migrate=False)
+    container.permit_wait_s = 2.0  # a job waits briefly for a permit rather than bounce through the outbox
+    container.arq = await connect_queue(settings)
+    container.relay = OutboxRelay(container.uow_factory, ArqJobQueue(container.arq), container.clock)
+    log.info("worker wired", database=container.db.dialect, targets=sorted(container.config.targets))
     return container

@@ -48,6 +48,34 @@ def serve(
 
 
 @app.command()
+def worker(
+    check: bool = typer.Option(False, "--check", help="Health check: exit 0 if a worker is alive, else 1"),
+) -> None:
+    """An arq delivery worker; needs GATEWAY_REDIS_URL. Run any number, on any machines."""
+    from gateway.logging import configure_logging
+
+    settings = load_settings()
+    if not settings.redis_url:
+        raise _fail(
+            "gateway worker needs GATEWAY_REDIS_URL (e.g. redis://127.0.0.1:6379/0).\n"
+            "Without Redis, `gateway serve` delivers with its embedded worker: no separate worker is needed."
+        )
+    from gateway.jobs import check_health, run_worker
+
+    if check:
+        raise typer.Exit(check_health(settings))
+    configure_logging(settings.log_level, json=settings.log_json)
+    typer.echo(f"gateway worker: jobs from {_redis_where(settings.redis_url)}", err=True)
+    run_worker(settings)
+
+
+def _redis_where(url: str) -> str:
+    from adapters.redis.connection import describe
+
+    return describe(url)
+
+
+@app.command()
 def sandbox(
     host: str = typer.Option("127.0.0.1", help="Listen address"),
     port: int = typer.Option(8090, help="Listen port"),

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.circuit import CircuitConfig
 from gateway.errors import ConfigError, UnknownShop
+from gateway.limits import LimitsConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
@@ -43,9 +45,11 @@ class TargetConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     code_width: int = 10  # U8 cSOCode is varchar(10) in the EAI template (erp-protocols.md §1.3)
     timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
-    concurrency: int = 2  # documents in flight at once towards this ERP
+    concurrency: int = 2  # documents in flight at once towards this ERP: the default of limits.concurrency
     params: dict[str, Any] = msgspec.field(default_factory=dict)  # department, sales type, maker, …
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)  # [targets.X.limits]
+    circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)  # [targets.X.circuit]
 
 
 class ShopConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -128,6 +132,10 @@ def parse_config(text: str, *, origin: str, env: Mapping[str, str] | None = None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}", f"{origin}：TOML 格式错误") from None
     raw = _interpolate(raw, os.environ if env is None else env)
+    for target in (raw.get("targets") or {}).values():
+        # The older flat `concurrency` stays the default of `[limits] concurrency`.
+        if isinstance(target, dict) and isinstance(target.setdefault("limits", {}), dict):
+            target["limits"].setdefault("concurrency", target.get("concurrency", 2))
     try:
         cfg = msgspec.convert(raw, GatewayConfig)
     except msgspec.ValidationError as exc:

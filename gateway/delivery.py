@@ -12,16 +12,20 @@ lease and its collaborators and returns what happened. Exactly-once rests on thr
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from gateway.circuit import CircuitBreaker, Circuits
 from gateway.clock import Clock
 from gateway.document import build_document
 from gateway.errors import ConfigError, MappingError, PartnerError, PermanentError, UnknownOutcomeError
 from gateway.ids import new_id
+from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError, Permit, RateLimiter
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import DeadLetter, ErpAdapter, ErpReceipt, OutboxLease, UnitOfWorkFactory
@@ -39,17 +43,26 @@ class DeliveryDeps:
     clock: Clock
     metrics: Metrics | None = None
     rng: random.Random = field(default_factory=random.Random)
+    circuits: Circuits | None = None  # per target; None: no circuit (unit tests of the core)
+    limiter: ConcurrencyLimiter | None = None  # per-target concurrency, in-process or through Redis
+    rate: RateLimiter | None = None  # per-target starts per second
+    permit_wait_s: float = 0.0  # how long to poll for a free permit before deferring the row
+    defer_s: float = 0.25  # the base delay of a row deferred for want of a permit (jittered)
 
 
 def _outcome_unknown(lease: OutboxLease) -> bool:
-    # Every claim raises the token; every recorded failure raises attempts. A token ahead of the
-    # attempts means an earlier claim ended without recording anything: its worker died mid-call.
-    return bool(lease.state_data.get("outcome_unknown")) or lease.token > lease.attempts + 1
+    # Every claim raises the token; every recorded failure raises attempts, every deferral the
+    # ``deferrals`` count. A token ahead of both means an earlier claim ended without recording
+    # anything: its worker died mid-call.
+    made = lease.attempts + int(lease.state_data.get("deferrals", 0))
+    return bool(lease.state_data.get("outcome_unknown")) or lease.token > made + 1
 
 
 async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     """Deliver the order behind ``lease``; return the outcome
-    (``delivered``, ``retry``, ``unknown_outcome``, ``dead``, ``skipped``, ``lease_lost``)."""
+    (``delivered``, ``retry``, ``unknown_outcome``, ``dead``, ``deferred``, ``skipped``,
+    ``lease_lost``). Before the ERP call the target's circuit must allow it and a concurrency
+    permit must be free; when not, the row is deferred without counting an attempt."""
     async with deps.uow_factory(write=False) as uow:
         order = await uow.orders.get(lease.order_id)
     if order is None or order.state in ("delivered", "held", "cancelled"):
@@ -83,9 +96,21 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
                 hint=hint,
             ),
         )
+    breaker = deps.circuits.get(lease.target) if deps.circuits is not None else None
+    if breaker is not None and not breaker.allow():
+        return await _defer(lease, deps, max(breaker.retry_after(), 0.05), "circuit_open")
+    try:
+        permit, wait = await _take_permit(lease.target, deps)
+    except LimitsUnavailableError:
+        permit, wait = None, 1.0
+    if permit is None:
+        if breaker is not None:
+            breaker.record_cancelled()
+        return await _defer(lease, deps, wait, "no_permit")
     started = time.perf_counter()
     receipt: ErpReceipt | None = None
     looked_up = False
+    reported = False
     try:
         if _outcome_unknown(lease):
             looked_up = True
@@ -93,13 +118,63 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
         if receipt is None:
             receipt = await adapter.submit(doc)
     except PermanentError as exc:
+        # A business rejection proves the ERP is up: a success for the circuit.
+        reported = _report(breaker, ok=True)
         return await _dead(lease, deps, exc, code=doc.code)
     except PartnerError as exc:
+        reported = _report(breaker, ok=False)
         return await _retry(lease, deps, exc, code=doc.code)
     finally:
+        if not reported and receipt is None and breaker is not None:
+            breaker.record_cancelled()  # cancelled or crashed before an answer: give the probe back
+        if deps.limiter is not None:
+            await deps.limiter.release(permit)
         if deps.metrics:
             deps.metrics.child(deps.metrics.delivery_seconds, lease.target).observe(time.perf_counter() - started)
+    _report(breaker, ok=True)
     return await _record_success(lease, deps, receipt, doc.code, found_by_lookup=looked_up)
+
+
+def _report(breaker: CircuitBreaker | None, *, ok: bool) -> bool:
+    if breaker is not None:
+        breaker.record_success() if ok else breaker.record_failure()
+    return True
+
+
+_NO_LIMIT = Permit(target="", id="unlimited", expires_at=float("inf"))
+
+
+async def _take_permit(target: str, deps: DeliveryDeps) -> tuple[Permit | None, float]:
+    """A concurrency permit and a rate token for one ERP call, polling up to ``permit_wait_s``;
+    (None, seconds to defer by) when there is none."""
+    if deps.limiter is None:
+        return _NO_LIMIT, 0.0
+    deadline = time.monotonic() + deps.permit_wait_s
+    while True:
+        permit = await deps.limiter.acquire(target)
+        if permit is not None:
+            wait = await deps.rate.try_acquire(target) if deps.rate is not None else 0.0
+            if wait <= 0:
+                return permit, 0.0
+            await deps.limiter.release(permit)
+        else:
+            wait = deps.defer_s * (0.5 + deps.rng.random())
+        if time.monotonic() + min(wait, 0.05) > deadline:
+            return None, wait
+        await asyncio.sleep(min(wait, 0.05))
+
+
+async def _defer(lease: OutboxLease, deps: DeliveryDeps, delay_s: float, why: str) -> str:
+    """No ERP call was made (circuit open, no permit): back to pending without counting an attempt."""
+    now = deps.clock.now()
+    async with deps.uow_factory() as uow:
+        if not await uow.outbox.defer(lease, now=now, available_at=now + timedelta(seconds=delay_s)):
+            return _lease_lost(lease, deps)
+        await uow.commit()
+    if deps.metrics:
+        deps.metrics.deliveries_total.labels(lease.target, "deferred").inc()
+    log.debug("delivery deferred", order=lease.order_id, target=lease.target, why=why, retry_in_s=round(delay_s, 3))
+    return "deferred"
 
 
 async def _record_success(
@@ -145,8 +220,6 @@ async def _retry(lease: OutboxLease, deps: DeliveryDeps, exc: PartnerError, *, c
         return await _dead(lease, deps, exc, code=code, attempts=attempts)
     delay = policy.unknown_outcome_delay_s if unknown else backoff_delay(policy, attempts, deps.rng)
     now = deps.clock.now()
-    from datetime import timedelta
-
     outcome = "unknown_outcome" if unknown else "retry"
     async with deps.uow_factory() as uow:
         ok = await uow.outbox.reschedule(
@@ -154,7 +227,7 @@ async def _retry(lease: OutboxLease, deps: DeliveryDeps, exc: PartnerError, *, c
             now=now,
             available_at=now + timedelta(seconds=delay),
             error=f"{exc.code}: {exc.message_en}",
-            state_data={"outcome_unknown": unknown or bool(lease.state_data.get("outcome_unknown"))},
+            state_data=lease.state_data | {"outcome_unknown": unknown or bool(lease.state_data.get("outcome_unknown"))},
         )
         if not ok:
             return _lease_lost(lease, deps)

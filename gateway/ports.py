@@ -74,6 +74,14 @@ class OutboxLease(msgspec.Struct, kw_only=True):
     state_data: dict[str, Any] = msgspec.field(default_factory=dict)  # e.g. {"outcome_unknown": true}
 
 
+class DueRow(msgspec.Struct, kw_only=True, frozen=True):
+    """An outbox row that may be claimed now: what the relay needs to name one queue job."""
+
+    id: int
+    token: int  # grows with every claim, so ``(id, token)`` names one attempt or deferral
+    attempts: int
+
+
 class InterceptRecord(msgspec.Struct, kw_only=True):
     id: str
     platform: str
@@ -162,6 +170,22 @@ class Outbox(Protocol):
         """Lease up to ``limit`` rows that are due (leased and expired first, then pending and
         available), earliest due first, never a row while an older row of its order is unfinished;
         each claim increments the row's token. The leases come back in ``id`` order."""
+
+    async def claim_one(
+        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
+    ) -> OutboxLease | None:
+        """Lease the row ``outbox_id`` if it is claimable now (pending and available, or leased with
+        an expired lease, and no older row of its order unfinished); None otherwise (done, dead,
+        leased by someone else, not due yet). Increments the token like ``claim``."""
+
+    async def due(self, *, now: datetime, limit: int) -> list[DueRow]:
+        """Up to ``limit`` rows ``claim`` would take now (expired leases, then pending rows), without
+        claiming them: what the relay turns into queue jobs."""
+
+    async def defer(self, lease: OutboxLease, *, now: datetime, available_at: datetime) -> bool:
+        """Back to pending *without* counting an attempt (no ERP call was made: the circuit was
+        open or no permit was free). Counts the deferral in ``state_data["deferrals"]`` so that a
+        token ahead of the attempts still tells a dead worker apart. Fenced by the token."""
 
     async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
         """Mark done. False when the lease was lost (token moved on): nothing was written."""
@@ -282,3 +306,20 @@ class ErpAdapter(Protocol):
         """Is a document with ``doc.code`` already in the ERP? None when it is not."""
 
     async def aclose(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- queue port
+
+
+class JobQueue(Protocol):
+    """Carries delivery jobs from the outbox relay to whoever runs ``deliver`` (arq on Redis).
+    The queue is a hint, not the truth: a job lost with a Redis restart is offered again from the
+    outbox."""
+
+    async def enqueue_delivery(self, outbox_id: int, *, job_id: str) -> bool:
+        """Queue one delivery job; False when a job with ``job_id`` is already queued or was
+        enqueued recently (nothing new then).
+
+        Raises:
+            RetryableError: the queue is unreachable; the relay offers the row again later.
+        """

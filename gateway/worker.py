@@ -43,7 +43,7 @@ class EmbeddedWorker:
         self.claims = 0  # claim queries run, for tests and the curious
         self._free = concurrency
         self._target_limits = {
-            name: asyncio.Semaphore(max(1, t.concurrency)) for name, t in deps.runtime.config.targets.items()
+            name: asyncio.Semaphore(max(1, t.limits.concurrency)) for name, t in deps.runtime.config.targets.items()
         }
         self._wake = asyncio.Event()  # new rows, or a finished delivery that may unblock its order's next row
         self._room = asyncio.Event()  # a slot came free

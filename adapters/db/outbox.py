@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from adapters.db.engine import Executor
 from adapters.db.repositories import utcnow
 from adapters.db.tables import UTCDateTime, outbox
-from gateway.ports import OutboxLease
+from gateway.ports import DueRow, OutboxLease
 
 _UNFINISHED = ("pending", "leased")
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -53,6 +53,18 @@ def _due(state: str, due_at: Any, *, strictly: bool) -> Any:
     )
 
 
+_LEASE_COLUMNS = (
+    outbox.c.id,
+    outbox.c.order_id,
+    outbox.c.target,
+    outbox.c.kind,
+    outbox.c.attempts,
+    outbox.c.token,
+    outbox.c.lease_expires_at,
+    outbox.c.state_data,
+)
+
+
 def _claim(due_ids: Any) -> Any:
     return (
         outbox.update()
@@ -64,16 +76,7 @@ def _claim(due_ids: Any) -> Any:
             token=outbox.c.token + 1,
             updated_at=_NOW,
         )
-        .returning(
-            outbox.c.id,
-            outbox.c.order_id,
-            outbox.c.target,
-            outbox.c.kind,
-            outbox.c.attempts,
-            outbox.c.token,
-            outbox.c.lease_expires_at,
-            outbox.c.state_data,
-        )
+        .returning(*_LEASE_COLUMNS)
     )
 
 
@@ -81,6 +84,44 @@ def _claim(due_ids: Any) -> Any:
 _CLAIMS = (
     _claim(_due("leased", outbox.c.lease_expires_at, strictly=True)),
     _claim(_due("pending", outbox.c.available_at, strictly=False)),
+)
+
+def _due_rows(state: str, due_at: Any, *, strictly: bool) -> Any:
+    """``_due`` as rows for the relay: read only, nothing locked."""
+    reached = due_at < _NOW if strictly else due_at <= _NOW
+    return (
+        select(outbox.c.id, outbox.c.token, outbox.c.attempts)
+        .where(outbox.c.state == state, reached, _no_earlier_unfinished)
+        .order_by(due_at, outbox.c.id)
+        .limit(bindparam("limit"))
+    )
+
+
+_DUE = (
+    _due_rows("leased", outbox.c.lease_expires_at, strictly=True),
+    _due_rows("pending", outbox.c.available_at, strictly=False),
+)
+
+# One row by id, on the same terms as a batch claim. On PostgreSQL a second claimer of the row
+# waits on the first one's row lock, then re-checks the WHERE against the leased row: no match.
+_CLAIM_ONE = (
+    outbox.update()
+    .where(
+        outbox.c.id == bindparam("outbox_id"),
+        or_(
+            and_(outbox.c.state == "pending", outbox.c.available_at <= _NOW),
+            and_(outbox.c.state == "leased", outbox.c.lease_expires_at < _NOW),
+        ),
+        _no_earlier_unfinished,
+    )
+    .values(
+        state="leased",
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+        token=outbox.c.token + 1,
+        updated_at=_NOW,
+    )
+    .returning(*_LEASE_COLUMNS)
 )
 
 _INSERT = outbox.insert().returning(outbox.c.id)
@@ -125,6 +166,34 @@ class SqlOutbox:
             leases.extend(OutboxLease(**row._mapping) for row in rows)
         leases.sort(key=lambda lease: lease.id)  # RETURNING promises no order
         return leases
+
+    async def claim_one(
+        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
+    ) -> OutboxLease | None:
+        params = {"now": now, "owner": owner, "expires": now + timedelta(seconds=lease_seconds), "outbox_id": outbox_id}
+        row = (await self._conn.execute(_CLAIM_ONE, params)).first()
+        return OutboxLease(**row._mapping) if row is not None else None
+
+    async def due(self, *, now: datetime, limit: int) -> list[DueRow]:
+        found: list[DueRow] = []
+        for stmt in _DUE:
+            if len(found) >= limit:
+                break
+            rows = await self._conn.execute(stmt, {"now": now, "limit": limit - len(found)})
+            found.extend(DueRow(**row._mapping) for row in rows)
+        return found
+
+    async def defer(self, lease: OutboxLease, *, now: datetime, available_at: datetime) -> bool:
+        deferrals = int(lease.state_data.get("deferrals", 0)) + 1
+        stmt = _fenced(lease).values(
+            state="pending",
+            available_at=available_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            state_data=lease.state_data | {"deferrals": deferrals},
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
 
     async def finish(self, lease: OutboxLease, *, now: datetime) -> bool:
         return await self._end_attempt(lease, "done", now)

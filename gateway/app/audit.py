@@ -192,6 +192,5 @@ class DeadLetterController(Controller):
             raise NotFound(f"no dead letter {letter_id}", f"死信 {letter_id} 不存在") from None
         except ValueError as exc:
             raise Conflict(str(exc), "该死信已重放") from None
-        if c.worker is not None:
-            c.worker.wake()
+        c.wake_delivery()
         return Response({"id": letter.id, "order_id": letter.order_id, "status": "requeued"}, status_code=202)

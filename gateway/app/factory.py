@@ -32,8 +32,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         # so no garbage is frozen with it.
         gc.collect()
         gc.freeze()
-        if container.worker is not None:
-            container.worker.start()
+        container.start_delivery()
         try:
             yield
         finally:

@@ -36,7 +36,21 @@ class OpsController(Controller):
             alive = c.worker is not None and c.worker.running
             checks["queue"] = {"ok": alive, "kind": "embedded"}
             ok = ok and alive
-        checks["erp_targets"] = {name: {"ok": True, "circuit": "closed"} for name in c.config.targets}
+        elif c.arq is not None:
+            try:
+                await c.arq.ping()
+                alive = c.relay is not None and c.relay.running
+                checks["queue"] = {"ok": alive, "kind": "arq", "relay": alive}
+            except Exception as exc:  # Redis down: orders are still accepted into the outbox
+                alive = False
+                checks["queue"] = {"ok": False, "kind": "arq", "error": type(exc).__name__}
+            ok = ok and alive
+        # This process's circuits: the embedded worker's; with arq each worker keeps its own.
+        states = c.circuits.states(c.config.targets) if c.circuits is not None else {}
+        checks["erp_targets"] = {
+            name: {"ok": states.get(name, "closed") != "open", "circuit": states.get(name, "closed")}
+            for name in c.config.targets
+        }
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     @get("/metrics")
@@ -45,6 +59,8 @@ class OpsController(Controller):
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
             c.metrics.outbox_pending.set(await uow.outbox.pending_count())
+        if c.circuits is not None:
+            c.circuits.states(c.config.targets)  # an open circuit whose interval passed turns half-open
         body, content_type = c.metrics.render()
         return Response(body, media_type=content_type)
 

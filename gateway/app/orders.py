@@ -45,8 +45,8 @@ class OrderController(Controller):
             raise
         c.metrics.count_intake(platform, result.outcome)
         c.metrics.intake_seconds.observe(time.perf_counter() - started)
-        if result.status_code == 202 and c.worker is not None:
-            c.worker.wake()
+        if result.status_code == 202:
+            c.wake_delivery()
         # Encoded here, once, rather than handed to Litestar's serialisation as a dict.
         return Response(_json(result.body), status_code=result.status_code, media_type=MediaType.JSON)
 

@@ -10,6 +10,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
@@ -291,6 +292,74 @@ async def test_outbox_claims_expired_leases_then_the_earliest_due(storage):
     assert [x.id for x in await claim(storage, later, limit=1)] == [stuck]  # its lease expired
     assert [x.id for x in await claim(storage, later, limit=1)] == [fresh]  # due before `retried`
     assert [x.id for x in await claim(storage, later, limit=5)] == [retried]
+
+
+async def claim_one(storage: Any, outbox_id: int, now: datetime = T0, *, owner: str = "w1", lease: float = 30):
+    async with storage.uow() as uow:
+        got = await uow.outbox.claim_one(outbox_id, owner=owner, now=now, lease_seconds=lease)
+        await uow.commit()
+    return got
+
+
+async def test_outbox_claim_one_takes_that_row_only_when_claimable(storage):
+    await add_orders(storage, make_order(1), make_order(2))
+    a1 = await add_outbox(storage, make_order(1).id)
+    a2 = await add_outbox(storage, make_order(1).id)
+    later = await add_outbox(storage, make_order(2).id, available_at=T0 + timedelta(minutes=5))
+    assert await claim_one(storage, 999_999) is None  # no such row
+    assert await claim_one(storage, later) is None  # not due yet
+    assert await claim_one(storage, a2) is None  # waits behind a1 of the same order
+
+    lease = await claim_one(storage, a1, owner="w1")
+    assert lease is not None and (lease.id, lease.attempts, lease.token) == (a1, 0, 1)
+    assert lease.lease_expires_at == T0 + timedelta(seconds=30)
+    assert await claim_one(storage, a1, T0 + timedelta(seconds=29), owner="w2") is None  # leased by w1
+    stolen = await claim_one(storage, a1, T0 + timedelta(seconds=31), owner="w2")  # w1's lease expired
+    assert stolen is not None and stolen.token == 2
+    async with storage.uow() as uow:
+        assert await uow.outbox.finish(lease, now=T0) is False  # fenced
+        assert await uow.outbox.finish(stolen, now=T0) is True
+        await uow.commit()
+    assert await claim_one(storage, a1, T0 + timedelta(minutes=1)) is None  # done
+    assert (await claim_one(storage, a2, T0 + timedelta(minutes=1))).id == a2
+
+
+async def test_outbox_due_lists_what_a_claim_would_take_without_claiming(storage):
+    await add_orders(storage, make_order(1), make_order(2), make_order(3))
+    a1 = await add_outbox(storage, make_order(1).id)
+    await add_outbox(storage, make_order(1).id)  # behind a1
+    b1 = await add_outbox(storage, make_order(2).id, available_at=T0 + timedelta(minutes=1))
+    c1 = await add_outbox(storage, make_order(3).id)
+    async with storage.uow(write=False) as uow:
+        due = await uow.outbox.due(now=T0, limit=10)
+        assert [(d.id, d.token, d.attempts) for d in due] == [(a1, 0, 0), (c1, 0, 0)]
+        assert [d.id for d in await uow.outbox.due(now=T0, limit=1)] == [a1]
+    (lease,) = await claim(storage, limit=1)  # a1, leased for 30 s
+    async with storage.uow(write=False) as uow:
+        assert [d.id for d in await uow.outbox.due(now=T0, limit=10)] == [c1]
+        expired = await uow.outbox.due(now=T0 + timedelta(minutes=2), limit=10)
+        assert [(d.id, d.token) for d in expired] == [(lease.id, 1), (c1, 0), (b1, 0)]  # earliest due first
+
+
+async def test_outbox_defer_returns_the_row_without_counting_an_attempt(storage):
+    await add_orders(storage, make_order(1))
+    outbox_id = await add_outbox(storage, make_order(1).id)
+    (lease,) = await claim(storage)
+    soon = T0 + timedelta(seconds=5)
+    async with storage.uow() as uow:
+        assert await uow.outbox.defer(lease, now=T0, available_at=soon) is True
+        assert await uow.outbox.defer(lease, now=T0, available_at=soon) is False  # no longer leased
+        await uow.commit()
+    async with storage.uow(write=False) as uow:
+        assert await uow.outbox.next_due_at() == soon
+        assert await uow.outbox.pending_count() == 1
+    assert await claim_one(storage, outbox_id, soon - timedelta(seconds=1)) is None
+    again = await claim_one(storage, outbox_id, soon)
+    assert (again.attempts, again.token, again.state_data) == (0, 2, {"deferrals": 1})
+    stale = msgspec.structs.replace(again, token=1)
+    async with storage.uow() as uow:
+        assert await uow.outbox.defer(stale, now=soon, available_at=soon) is False  # fenced by token
+        await uow.commit()
 
 
 async def test_outbox_concurrent_claimers_never_share_a_row(storage):

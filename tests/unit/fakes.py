@@ -23,6 +23,7 @@ from gateway.ports import (
     ApiKeyRecord,
     Binding,
     DeadLetter,
+    DueRow,
     InterceptRecord,
     OrderRecord,
     OrderState,
@@ -199,41 +200,60 @@ class FakeOutbox:
         self._s.outbox[row.id] = row
         return row.id
 
-    async def claim(
-        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
-    ) -> list[OutboxLease]:
+    def _claimable(self, now: datetime) -> list[FakeOutboxRow]:
+        """Rows a claim would take, in claim order: expired leases, then pending rows, each
+        earliest due first (as the SQL claims), none behind an unfinished older row of its order."""
         rows = sorted(self._s.outbox.values(), key=lambda r: r.id)
-        # Expired leases first, then pending rows, each earliest due first (as the SQL claims).
         expired = [r for r in rows if r.state == "leased" and r.lease_expires_at and r.lease_expires_at < now]
         pending = [r for r in rows if r.state == "pending" and r.available_at <= now]
         candidates = sorted(expired, key=lambda r: (r.lease_expires_at, r.id)) + sorted(
             pending, key=lambda r: (r.available_at, r.id)
         )
-        leases: list[OutboxLease] = []
-        for row in candidates:
-            if len(leases) >= limit:
-                break
-            blocked = any(
-                r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased")
-                for r in rows
+        return [
+            row
+            for row in candidates
+            if not any(
+                r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased") for r in rows
             )
-            if blocked:
-                continue
-            row.state, row.lease_owner, row.token = "leased", owner, row.token + 1
-            row.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            leases.append(
-                OutboxLease(
-                    id=row.id,
-                    order_id=row.order_id,
-                    target=row.target,
-                    kind=row.kind,
-                    attempts=row.attempts,
-                    token=row.token,
-                    lease_expires_at=row.lease_expires_at,
-                    state_data=copy.deepcopy(row.state_data),
-                )
-            )
+        ]
+
+    def _lease(self, row: FakeOutboxRow, owner: str, now: datetime, lease_seconds: float) -> OutboxLease:
+        row.state, row.lease_owner, row.token = "leased", owner, row.token + 1
+        row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        return OutboxLease(
+            id=row.id,
+            order_id=row.order_id,
+            target=row.target,
+            kind=row.kind,
+            attempts=row.attempts,
+            token=row.token,
+            lease_expires_at=row.lease_expires_at,
+            state_data=copy.deepcopy(row.state_data),
+        )
+
+    async def claim(
+        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[OutboxLease]:
+        leases = [self._lease(row, owner, now, lease_seconds) for row in self._claimable(now)[:limit]]
         return sorted(leases, key=lambda lease: lease.id)
+
+    async def claim_one(
+        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
+    ) -> OutboxLease | None:
+        row = next((r for r in self._claimable(now) if r.id == outbox_id), None)
+        return self._lease(row, owner, now, lease_seconds) if row is not None else None
+
+    async def due(self, *, now: datetime, limit: int) -> list[DueRow]:
+        return [DueRow(id=r.id, token=r.token, attempts=r.attempts) for r in self._claimable(now)[:limit]]
+
+    async def defer(self, lease: OutboxLease, *, now: datetime, available_at: datetime) -> bool:
+        row = self._fenced(lease)
+        if row is None:
+            return False
+        row.state, row.available_at = "pending", available_at
+        row.lease_owner = row.lease_expires_at = None
+        row.state_data = _json_copy(lease.state_data | {"deferrals": int(lease.state_data.get("deferrals", 0)) + 1})
+        return True
 
     def _fenced(self, lease: OutboxLease) -> FakeOutboxRow | None:
         row = self._s.outbox.get(lease.id)

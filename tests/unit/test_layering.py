@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# The composition root, the HTTP app factory, the CLI and its command bodies choose adapters.
-WIRING = {"gateway/bootstrap.py", "gateway/cli.py", "gateway/commands.py", "gateway/demo.py"}
+# The composition root, the HTTP app factory, the arq worker, the CLI and its command bodies choose adapters.
+WIRING = {"gateway/bootstrap.py", "gateway/cli.py", "gateway/commands.py", "gateway/demo.py", "gateway/jobs.py"}
 
 
 def _imports(path: Path) -> set[str]:
