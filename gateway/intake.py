@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from gateway.clock import Clock
-from gateway.errors import MappingError, PayloadInvalid, PayloadTooLarge, UnknownPlatform
+from gateway.errors import Conflict, MappingError, PayloadInvalid, PayloadTooLarge, UnknownPlatform
 from gateway.ids import new_id
 from gateway.pii import mask_order
 from gateway.ports import Binding, InterceptRecord, OrderRecord, UnitOfWork, UnitOfWorkFactory
@@ -120,30 +120,50 @@ async def accept_order(
         if any(v.severity == "reject" for v in violations)
         else ("hold" if any(v.severity == "hold" for v in violations) else "accept")
     )
-    async with uow_factory() as uow:
-        binding = await uow.orders.find_binding(platform, order.shop_id or "", order.order_id)
-        if binding is not None and (
-            binding.payload_sha256 == sha or not _newer(order.platform_version, binding.platform_version)
-        ):
-            stored = await uow.orders.get(binding.order_id)
-            assert stored is not None
-            return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate")
-        await uow.payloads.put(sha, body)
-        canonical = msgspec.to_builtins(order)  # once: the order row, an intercept's snapshot, the diff
-        if verdict == "reject":
-            result = await _intercept(
-                uow, order, canonical, violations, sha, dictionary.version, runtime, unknown, actor
-            )
-        elif binding is None:
-            result = await _store_new(
-                uow, order, canonical, violations, verdict, sha, dictionary.version, runtime, clock, unknown, actor
-            )
-        else:
-            result = await _store_update(
-                uow, binding, order, canonical, violations, verdict, sha, runtime, clock, unknown, actor
-            )
-        await uow.commit()
-    return result
+    # On PostgreSQL two first submissions of one order can both miss the binding and race to insert
+    # it; the loser's insert is a Conflict, and its second pass finds the winner's binding (a 200).
+    # SQLite's single writer cannot race, and a third pass is never needed.
+    for attempt in (1, 2):
+        try:
+            async with uow_factory() as uow:
+                binding = await uow.orders.find_binding(platform, order.shop_id or "", order.order_id)
+                if binding is not None and (
+                    binding.payload_sha256 == sha or not _newer(order.platform_version, binding.platform_version)
+                ):
+                    stored = await uow.orders.get(binding.order_id)
+                    assert stored is not None
+                    return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate")
+                await uow.payloads.put(sha, body)
+                canonical = msgspec.to_builtins(order)  # once: the order row, an intercept's snapshot, the diff
+                if verdict == "reject":
+                    result = await _intercept(
+                        uow, order, canonical, violations, sha, dictionary.version, runtime, unknown, actor
+                    )
+                elif binding is None:
+                    result = await _store_new(
+                        uow,
+                        order,
+                        canonical,
+                        violations,
+                        verdict,
+                        sha,
+                        dictionary.version,
+                        runtime,
+                        clock,
+                        unknown,
+                        actor,
+                    )
+                else:
+                    result = await _store_update(
+                        uow, binding, order, canonical, violations, verdict, sha, runtime, clock, unknown, actor
+                    )
+                await uow.commit()
+        except Conflict:
+            if attempt == 2:
+                raise
+            continue
+        return result
+    raise AssertionError("unreachable")
 
 
 def _answer(order: OrderRecord, unknown: list[str], warnings: list[Violation] | None = None) -> dict[str, Any]:
