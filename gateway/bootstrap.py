@@ -30,6 +30,7 @@ from gateway.config import GatewayConfig, TargetConfig, load_config
 from gateway.delivery import DeliveryDeps
 from gateway.errors import ConfigError
 from gateway.limits import ConcurrencyLimiter, InProcessConcurrencyLimiter, InProcessRateLimiter, RateLimiter
+from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, UnitOfWorkFactory
@@ -61,6 +62,7 @@ class Container:
     arq: ArqRedis | None = None  # the job queue's pool
     relay: OutboxRelay | None = None
     permit_wait_s: float = 0.0
+    lines: StopLines | None = None  # stop the line, per target
 
     def delivery_deps(self) -> DeliveryDeps:
         return DeliveryDeps(
@@ -74,6 +76,7 @@ class Container:
             limiter=self.limiter,
             rate=self.rate,
             permit_wait_s=self.permit_wait_s,
+            lines=self.lines,
         )
 
     def start_delivery(self) -> None:
@@ -82,6 +85,8 @@ class Container:
             self.worker.start()
         if self.relay is not None:
             self.relay.start()
+        if self.lines is not None and any(t.stop_line.enabled for t in self.config.targets.values()):
+            self.lines.start()
 
     def wake_delivery(self) -> None:
         """New or requeued outbox rows were committed: deliver (or relay) them soon."""
@@ -91,6 +96,8 @@ class Container:
             self.relay.wake()
 
     async def aclose(self) -> None:
+        if self.lines is not None:
+            await self.lines.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.worker is not None:
@@ -152,6 +159,7 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
         http=http,
         circuits=Circuits({n: t.circuit for n, t in config.targets.items()}, on_change=circuit_changed),
     )
+    c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
     c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
     limits = {n: t.limits for n, t in config.targets.items()}
     if settings.redis_url:

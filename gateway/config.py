@@ -20,6 +20,7 @@ import msgspec
 from gateway.circuit import CircuitConfig
 from gateway.errors import ConfigError, UnknownShop
 from gateway.limits import LimitsConfig
+from gateway.stopline import StopLineConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
@@ -50,6 +51,7 @@ class TargetConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)  # [targets.X.limits]
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)  # [targets.X.circuit]
+    stop_line: StopLineConfig = msgspec.field(default_factory=StopLineConfig)  # [targets.X.stop_line]
 
 
 class ShopConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

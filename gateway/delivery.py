@@ -26,6 +26,7 @@ from gateway.document import build_document
 from gateway.errors import ConfigError, MappingError, PartnerError, PermanentError, UnknownOutcomeError
 from gateway.ids import new_id
 from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError, Permit, RateLimiter
+from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import DeadLetter, ErpAdapter, ErpReceipt, OutboxLease, UnitOfWorkFactory
@@ -48,6 +49,7 @@ class DeliveryDeps:
     rate: RateLimiter | None = None  # per-target starts per second
     permit_wait_s: float = 0.0  # how long to poll for a free permit before deferring the row
     defer_s: float = 0.25  # the base delay of a row deferred for want of a permit (jittered)
+    lines: StopLines | None = None  # stop the line: no new work to a stopped target
 
 
 def _outcome_unknown(lease: OutboxLease) -> bool:
@@ -61,8 +63,9 @@ def _outcome_unknown(lease: OutboxLease) -> bool:
 async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     """Deliver the order behind ``lease``; return the outcome
     (``delivered``, ``retry``, ``unknown_outcome``, ``dead``, ``deferred``, ``skipped``,
-    ``lease_lost``). Before the ERP call the target's circuit must allow it and a concurrency
-    permit must be free; when not, the row is deferred without counting an attempt."""
+    ``lease_lost``). Before the ERP call the target's line must be running (not stopped), its
+    circuit must allow it and a concurrency permit must be free; when not, the row is deferred
+    without counting an attempt."""
     async with deps.uow_factory(write=False) as uow:
         order = await uow.orders.get(lease.order_id)
     if order is None or order.state in ("delivered", "held", "cancelled"):
@@ -96,6 +99,9 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
                 hint=hint,
             ),
         )
+    if deps.lines is not None and deps.lines.is_stopped(lease.target):
+        delay = deps.lines.defer_s(lease.target) * (0.75 + 0.5 * deps.rng.random())
+        return await _defer(lease, deps, delay, "line_stopped")
     breaker = deps.circuits.get(lease.target) if deps.circuits is not None else None
     if breaker is not None and not breaker.allow():
         return await _defer(lease, deps, max(breaker.retry_after(), 0.05), "circuit_open")

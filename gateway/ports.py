@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, Self
 import msgspec
 
 from gateway.audit import AuditEntry, ChainCheck
+from gateway.stopline import Control
 
 # --------------------------------------------------------------------------- records
 
@@ -205,6 +206,25 @@ class Outbox(Protocol):
 
     async def next_due_at(self) -> datetime | None: ...
 
+    async def backlog(self) -> dict[str, TargetBacklog]:
+        """Per target: undelivered rows (pending or leased) and the oldest one's ``created_at``;
+        targets with none are absent."""
+
+
+class TargetBacklog(msgspec.Struct, kw_only=True, frozen=True):
+    count: int
+    oldest_created_at: datetime | None
+
+
+class TargetControls(Protocol):
+    """The stop-line control of each target (``gateway.stopline.Control``)."""
+
+    async def all(self) -> dict[str, Control]: ...
+
+    async def put(self, control: Control) -> bool:
+        """Store ``control`` if the stored row is still at ``control.version`` (0: no row yet);
+        the stored version becomes ``control.version + 1``. False when another process won."""
+
 
 class InterceptRepository(Protocol):
     async def add(self, record: InterceptRecord) -> None: ...
@@ -260,6 +280,7 @@ class UnitOfWork(Protocol):
     dead_letters: DeadLetterRepository
     audit: AuditLog
     keys: ApiKeyRepository
+    controls: TargetControls
 
     async def __aenter__(self) -> Self: ...
 

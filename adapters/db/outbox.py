@@ -9,7 +9,7 @@ On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets many workers claim at once without
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from adapters.db.engine import Executor
 from adapters.db.repositories import utcnow
 from adapters.db.tables import UTCDateTime, outbox
-from gateway.ports import DueRow, OutboxLease
+from gateway.ports import DueRow, OutboxLease, TargetBacklog
 
 _UNFINISHED = ("pending", "leased")
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -65,17 +65,21 @@ _LEASE_COLUMNS = (
 )
 
 
+# What every claim writes: the lease, and a token one higher than any earlier claim of the row.
+_LEASE_VALUES = {
+    "state": "leased",
+    "lease_owner": bindparam("owner"),
+    "lease_expires_at": bindparam("expires", type_=UTCDateTime()),
+    "token": outbox.c.token + 1,
+    "updated_at": _NOW,
+}
+
+
 def _claim(due_ids: Any) -> Any:
     return (
         outbox.update()
         .where(outbox.c.id.in_(due_ids.scalar_subquery()))
-        .values(
-            state="leased",
-            lease_owner=bindparam("owner"),
-            lease_expires_at=bindparam("expires", type_=UTCDateTime()),
-            token=outbox.c.token + 1,
-            updated_at=_NOW,
-        )
+        .values(**_LEASE_VALUES)
         .returning(*_LEASE_COLUMNS)
     )
 
@@ -85,6 +89,7 @@ _CLAIMS = (
     _claim(_due("leased", outbox.c.lease_expires_at, strictly=True)),
     _claim(_due("pending", outbox.c.available_at, strictly=False)),
 )
+
 
 def _due_rows(state: str, due_at: Any, *, strictly: bool) -> Any:
     """``_due`` as rows for the relay: read only, nothing locked."""
@@ -114,13 +119,7 @@ _CLAIM_ONE = (
         ),
         _no_earlier_unfinished,
     )
-    .values(
-        state="leased",
-        lease_owner=bindparam("owner"),
-        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
-        token=outbox.c.token + 1,
-        updated_at=_NOW,
-    )
+    .values(**_LEASE_VALUES)
     .returning(*_LEASE_COLUMNS)
 )
 
@@ -167,9 +166,7 @@ class SqlOutbox:
         leases.sort(key=lambda lease: lease.id)  # RETURNING promises no order
         return leases
 
-    async def claim_one(
-        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
-    ) -> OutboxLease | None:
+    async def claim_one(self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float) -> OutboxLease | None:
         params = {"now": now, "owner": owner, "expires": now + timedelta(seconds=lease_seconds), "outbox_id": outbox_id}
         row = (await self._conn.execute(_CLAIM_ONE, params)).first()
         return OutboxLease(**row._mapping) if row is not None else None
@@ -249,3 +246,18 @@ class SqlOutbox:
         times = [(await self._conn.execute(q)).scalar_one() for q in (pending, leased)]
         found = [t for t in times if t is not None]
         return min(found) if found else None
+
+    async def backlog(self) -> dict[str, TargetBacklog]:
+        stmt = (
+            select(outbox.c.target, func.count(), func.min(outbox.c.created_at))
+            .where(outbox.c.state.in_(_UNFINISHED))
+            .group_by(outbox.c.target)
+        )
+        found: dict[str, TargetBacklog] = {}
+        for target, count, oldest in (await self._conn.execute(stmt)).all():
+            if isinstance(oldest, str):  # SQLite's MIN() loses the column type
+                oldest = datetime.fromisoformat(oldest)
+            if oldest is not None:
+                oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest.astimezone(UTC)
+            found[target] = TargetBacklog(count=count, oldest_created_at=oldest)
+        return found

@@ -241,3 +241,16 @@ api_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
 )
+
+# Stop the line: one row per ERP target once its line was stopped or resumed (gateway.stopline).
+target_controls = Table(
+    "target_controls",
+    metadata,
+    Column("target", String(80), primary_key=True),
+    Column("state", String(10), nullable=False),
+    Column("changed_by", String(40), nullable=False),
+    Column("armed", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("changed_at", UTCDateTime()),
+    Column("data", _json(), nullable=False),
+)

@@ -15,6 +15,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.audit_log import SqlAuditLog
+from adapters.db.controls import SqlTargetControls
 from adapters.db.engine import Database, Executor
 from adapters.db.outbox import SqlOutbox
 from adapters.db.repositories import (
@@ -59,6 +60,7 @@ class SqlUnitOfWork:
     dead_letters: SqlDeadLetterRepository
     audit: SqlAuditLog
     keys: SqlApiKeyRepository
+    controls: SqlTargetControls
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -93,6 +95,7 @@ class SqlUnitOfWork:
         self.intercepts = SqlInterceptRepository(conn)
         self.dead_letters = SqlDeadLetterRepository(conn)
         self.keys = SqlApiKeyRepository(conn)
+        self.controls = SqlTargetControls(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

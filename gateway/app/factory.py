@@ -14,6 +14,7 @@ from gateway.app.audit import AuditController, DeadLetterController
 from gateway.app.errors import EXCEPTION_HANDLERS
 from gateway.app.ops import OpsController
 from gateway.app.orders import OrderController
+from gateway.app.targets import TargetController
 from gateway.bootstrap import Container, build_container
 from gateway.clock import Clock
 from gateway.settings import Settings
@@ -39,7 +40,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             await container.aclose()
 
     return Litestar(
-        route_handlers=[OrderController, AuditController, DeadLetterController, OpsController],
+        route_handlers=[OrderController, AuditController, DeadLetterController, OpsController, TargetController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

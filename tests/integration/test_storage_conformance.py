@@ -660,7 +660,7 @@ async def test_migrations_match_the_tables(storage):
 
     from adapters.db.tables import metadata
 
-    assert current(storage.url) == "0001_initial"
+    assert current(storage.url) == "0002_target_controls"
     assert alembic_config(storage.url).get_main_option("script_location").endswith("migrations")
     async with storage.db.engine.connect() as conn:
         diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
@@ -782,3 +782,50 @@ async def test_sqlite_group_commit_keeps_units_apart(tmp_path, monkeypatch):
             assert (await uow.audit.verify()).ok
     finally:
         await db.dispose()
+
+
+# --------------------------------------------------------------------------- stop the line
+
+
+async def test_outbox_backlog_per_target_counts_pending_and_leased_rows(storage):
+    a, b, c = await add_orders(storage, make_order(1), make_order(2), make_order(3))
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    first = await add_outbox(storage, a.id)
+    await add_outbox(storage, b.id)
+    async with storage.uow() as uow:
+        await uow.outbox.add(order_id=c.id, target="kis", kind="saleorder", available_at=T0)
+        await uow.commit()
+    [lease] = await claim(storage, limit=1)  # one leased: still undelivered
+    assert lease.id == first
+    async with storage.uow(write=False) as uow:
+        backlog = await uow.outbox.backlog()
+    assert backlog["u8"].count == 2 and backlog["kis"].count == 1
+    oldest = backlog["u8"].oldest_created_at
+    assert oldest is not None and oldest.tzinfo is not None and before <= oldest <= datetime.now(UTC)
+    async with storage.uow() as uow:
+        assert await uow.outbox.finish(lease, now=T0)
+        await uow.commit()
+    async with storage.uow(write=False) as uow:
+        assert (await uow.outbox.backlog())["u8"].count == 1
+
+
+async def test_target_controls_compare_and_set(storage):
+    from gateway.stopline import Control
+
+    stopped = Control(target="u8", state="stopped", by="auto", changed_at=T0, data={"backlog": 5})
+    async with storage.uow() as uow:
+        assert await uow.controls.put(stopped)
+        assert not await uow.controls.put(stopped)  # version 0 again: the row exists
+        await uow.commit()
+    async with storage.uow(write=False) as uow:
+        stored = (await uow.controls.all())["u8"]
+    assert stored.state == "stopped" and stored.version == 1 and stored.data == {"backlog": 5}
+    assert stored.changed_at == T0 and stored.armed
+    resumed = msgspec.structs.replace(stored, state="running", by="it", armed=False)
+    async with storage.uow() as uow:
+        assert await uow.controls.put(resumed)
+        assert not await uow.controls.put(resumed)  # stale version
+        await uow.commit()
+    async with storage.uow(write=False) as uow:
+        stored = (await uow.controls.all())["u8"]
+    assert (stored.state, stored.by, stored.armed, stored.version) == ("running", "it", False, 2)

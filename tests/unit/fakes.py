@@ -29,8 +29,10 @@ from gateway.ports import (
     OrderState,
     OutboxLease,
     Page,
+    TargetBacklog,
     TimelineEntry,
 )
+from gateway.stopline import Control
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
@@ -58,6 +60,7 @@ class FakeOutboxRow:
     lease_expires_at: datetime | None = None
     last_error: str | None = None
     state_data: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=_now)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class FakeState:
     audit: list[AuditEntry] = field(default_factory=list)
     audit_head: tuple[int, str] = (0, GENESIS_HASH)
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    controls: dict[str, Control] = field(default_factory=dict)
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -308,6 +312,35 @@ class FakeOutbox:
         ]
         return min(times) if times else None
 
+    async def backlog(self) -> dict[str, TargetBacklog]:
+        found: dict[str, TargetBacklog] = {}
+        for r in self._s.outbox.values():
+            if r.state not in ("pending", "leased"):
+                continue
+            prev = found.get(r.target)
+            oldest = (
+                r.created_at
+                if prev is None or prev.oldest_created_at is None
+                else min(prev.oldest_created_at, r.created_at)
+            )
+            found[r.target] = TargetBacklog(count=(prev.count if prev else 0) + 1, oldest_created_at=oldest)
+        return found
+
+
+class FakeTargetControls:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def all(self) -> dict[str, Control]:
+        return dict(self._s.controls)
+
+    async def put(self, control: Control) -> bool:
+        stored = self._s.controls.get(control.target)
+        if (stored.version if stored else 0) != control.version:
+            return False
+        self._s.controls[control.target] = msgspec.structs.replace(control, version=control.version + 1)
+        return True
+
 
 class FakeInterceptRepository:
     def __init__(self, state: FakeState) -> None:
@@ -451,6 +484,7 @@ class FakeUnitOfWork:
         self.dead_letters = FakeDeadLetterRepository(state)
         self.audit = FakeAuditLog(state)
         self.keys = FakeApiKeyRepository(state)
+        self.controls = FakeTargetControls(state)
 
     async def __aenter__(self) -> Self:
         if self._lock is not None:
