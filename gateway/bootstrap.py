@@ -19,17 +19,24 @@ from redis.asyncio import Redis
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from adapters.redis.circuit import RedisCircuits
 from adapters.redis.connection import arq_settings, redis_client
 from adapters.redis.limits import RedisConcurrencyLimiter, RedisRateLimiter
 from adapters.redis.queue import ArqJobQueue
 from adapters.u8.eai import U8EaiAdapter
 from gateway.auth import KeyCache
-from gateway.circuit import Circuits, CircuitState
+from gateway.circuit import CircuitBoard, Circuits, CircuitState
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, TargetConfig, load_config
 from gateway.delivery import DeliveryDeps
 from gateway.errors import ConfigError
-from gateway.limits import ConcurrencyLimiter, InProcessConcurrencyLimiter, InProcessRateLimiter, RateLimiter
+from gateway.limits import (
+    ConcurrencyLimiter,
+    InProcessConcurrencyLimiter,
+    InProcessRateLimiter,
+    LimitsUnavailableError,
+    RateLimiter,
+)
 from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
@@ -55,7 +62,7 @@ class Container:
     adapters: dict[str, ErpAdapter] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
     worker: EmbeddedWorker | None = None
-    circuits: Circuits | None = None
+    circuits: CircuitBoard | None = None  # in-process, or shared through Redis
     limiter: ConcurrencyLimiter | None = None
     rate: RateLimiter | None = None
     redis: Redis | None = None  # the shared limits' client (GATEWAY_REDIS_URL)
@@ -79,13 +86,24 @@ class Container:
             lines=self.lines,
         )
 
+    async def circuit_states(self) -> dict[str, str]:
+        """Each target's circuit (shared through Redis when configured); ``unknown`` for every
+        target when the shared state is out of reach."""
+        targets = list(self.config.targets)
+        if self.circuits is None:
+            return dict.fromkeys(targets, "closed")
+        try:
+            return dict(await self.circuits.read(targets))
+        except LimitsUnavailableError:
+            return dict.fromkeys(targets, "unknown")
+
     def start_delivery(self) -> None:
         """Start what this process runs of the delivery path (the embedded worker or the relay)."""
         if self.worker is not None:
             self.worker.start()
         if self.relay is not None:
             self.relay.start()
-        if self.lines is not None and any(t.stop_line.enabled for t in self.config.targets.values()):
+        if self.lines is not None:
             self.lines.start()
 
     def wake_delivery(self) -> None:
@@ -157,8 +175,8 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
         clock=clock or SystemClock(),
         keys=KeyCache(),
         http=http,
-        circuits=Circuits({n: t.circuit for n, t in config.targets.items()}, on_change=circuit_changed),
     )
+    circuit_configs = {n: t.circuit for n, t in config.targets.items()}
     c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
     c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
     limits = {n: t.limits for n, t in config.targets.items()}
@@ -166,8 +184,10 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
         c.redis = redis_client(settings.redis_url)
         c.limiter = RedisConcurrencyLimiter(c.redis, limits)
         c.rate = RedisRateLimiter(c.redis, limits)
+        c.circuits = RedisCircuits(c.redis, circuit_configs, on_change=circuit_changed)
     else:
         c.limiter, c.rate = InProcessConcurrencyLimiter(limits), InProcessRateLimiter(limits)
+        c.circuits = Circuits(circuit_configs, on_change=circuit_changed)
     return c
 
 

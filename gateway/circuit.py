@@ -14,22 +14,50 @@ unknown customer, bad SKU) proves the ERP is up and working; the caller must rec
 success, or a run of bad orders would stop good ones.
 
 The breaker is pure and single-threaded (one per process and target, driven from one event loop):
-no I/O, no locks, time from an injected monotonic clock. With several worker processes each keeps
-its own circuit, so during an outage the ERP sees at most ``processes × half_open_probes`` probes
-per interval.
+no I/O, no locks, time from an injected monotonic clock. Delivery reaches it through the
+``CircuitBoard`` port: ``Circuits`` serves one process (the embedded queue), and
+``adapters.redis.circuit.RedisCircuits`` keeps the same state machine in Redis so that every
+arq worker on every machine shares one circuit per target — during an outage the ERP sees
+``half_open_probes`` probes per interval in all, and every process reports the same state.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple, Protocol
 
 import msgspec
 from msgspec import Meta
 
 CircuitState = Literal["closed", "half_open", "open"]
+CallOutcome = Literal["success", "failure", "cancelled"]
 OnChange = Callable[[CircuitState, CircuitState], None]
+
+
+class Pass(NamedTuple):
+    """The answer to "may a call go to this target now?"."""
+
+    allowed: bool
+    retry_after: float = 0.0  # when refused: seconds until a call may go
+    probe: str | None = None  # when the call is a half-open probe: its id, to report it by
+
+
+class CircuitBoard(Protocol):
+    """The circuits of every ERP target, as delivery uses them.
+
+    ``allow`` before an ERP call; when it allowed the call, exactly one ``record`` after it:
+    ``success`` (the ERP answered, a business rejection included), ``failure`` (down, timed out,
+    5xx, outcome unknown) or ``cancelled`` (no call was made after all). Implementations raise
+    ``gateway.limits.LimitsUnavailableError`` from ``allow`` when their shared state is out of
+    reach, and never raise from ``record``.
+    """
+
+    async def allow(self, target: str) -> Pass: ...
+
+    async def record(self, target: str, ticket: Pass, outcome: CallOutcome) -> None: ...
+
+    async def read(self, targets: Iterable[str]) -> dict[str, CircuitState]: ...
 
 
 class CircuitConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -174,7 +202,7 @@ class CircuitBreaker:
 
 
 class Circuits:
-    """One breaker per ERP target, made on first use.
+    """One breaker per ERP target, made on first use, in this process (a ``CircuitBoard``).
 
     Args:
         configs: Per-target settings; a target not listed gets ``default``.
@@ -216,3 +244,23 @@ class Circuits:
         """The state of each target's circuit, for ``/health/ready``."""
         names = self._breakers if targets is None else targets
         return {name: self.get(name).state for name in names}
+
+    # ------------------------------------------------------------------ CircuitBoard
+
+    async def allow(self, target: str) -> Pass:
+        breaker = self.get(target)
+        if breaker.allow():
+            return Pass(True, probe="local" if breaker._state == "half_open" else None)
+        return Pass(False, retry_after=breaker.retry_after())
+
+    async def record(self, target: str, ticket: Pass, outcome: CallOutcome) -> None:
+        breaker = self.get(target)
+        if outcome == "success":
+            breaker.record_success()
+        elif outcome == "failure":
+            breaker.record_failure()
+        else:
+            breaker.record_cancelled()
+
+    async def read(self, targets: Iterable[str]) -> dict[str, CircuitState]:
+        return self.states(targets)

@@ -50,6 +50,14 @@ def serve(
 @app.command()
 def worker(
     check: bool = typer.Option(False, "--check", help="Health check: exit 0 if a worker is alive, else 1"),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        envvar="GATEWAY_WORKER_METRICS_PORT",
+        help="Serve this worker's Prometheus metrics on http://<host>:<port>/metrics (deliveries, "
+        "latency, retries, circuits, backlog); off when not given",
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="GATEWAY_WORKER_METRICS_HOST"),
 ) -> None:
     """An arq delivery worker; needs GATEWAY_REDIS_URL. Run any number, on any machines."""
     from gateway.logging import configure_logging
@@ -66,7 +74,9 @@ def worker(
         raise typer.Exit(check_health(settings))
     configure_logging(settings.log_level, json=settings.log_json)
     typer.echo(f"gateway worker: jobs from {_redis_where(settings.redis_url)}", err=True)
-    run_worker(settings)
+    if metrics_port is not None:
+        typer.echo(f"gateway worker: metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
+    run_worker(settings, metrics=(metrics_host, metrics_port) if metrics_port is not None else None)
 
 
 def _redis_where(url: str) -> str:

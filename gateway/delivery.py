@@ -17,13 +17,20 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.circuit import CircuitBreaker, Circuits
+from gateway.circuit import CallOutcome, CircuitBoard, Pass
 from gateway.clock import Clock
 from gateway.document import build_document
-from gateway.errors import ConfigError, MappingError, PartnerError, PermanentError, UnknownOutcomeError
+from gateway.errors import (
+    ConfigError,
+    DeliveryInterrupted,
+    MappingError,
+    PartnerError,
+    PermanentError,
+    UnknownOutcomeError,
+)
 from gateway.ids import new_id
 from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError, Permit, RateLimiter
 from gateway.lines import StopLines
@@ -44,7 +51,7 @@ class DeliveryDeps:
     clock: Clock
     metrics: Metrics | None = None
     rng: random.Random = field(default_factory=random.Random)
-    circuits: Circuits | None = None  # per target; None: no circuit (unit tests of the core)
+    circuits: CircuitBoard | None = None  # per target; None: no circuit (unit tests of the core)
     limiter: ConcurrencyLimiter | None = None  # per-target concurrency, in-process or through Redis
     rate: RateLimiter | None = None  # per-target starts per second
     permit_wait_s: float = 0.0  # how long to poll for a free permit before deferring the row
@@ -52,12 +59,20 @@ class DeliveryDeps:
     lines: StopLines | None = None  # stop the line: no new work to a stopped target
 
 
+def interrupted(lease: OutboxLease) -> int:
+    """Earlier claims of this row that ended without recording anything: their worker died (or
+    its lease ran out) during the ERP call.
+
+    Every claim raises the token; every recorded attempt raises ``attempts``, every deferral the
+    ``deferrals`` count. A replay starts the count afresh from the token it found
+    (``token_base``)."""
+    data = lease.state_data
+    claims_before = lease.token - 1 - int(data.get("token_base", 0))
+    return max(0, claims_before - lease.attempts - int(data.get("deferrals", 0)))
+
+
 def _outcome_unknown(lease: OutboxLease) -> bool:
-    # Every claim raises the token; every recorded failure raises attempts, every deferral the
-    # ``deferrals`` count. A token ahead of both means an earlier claim ended without recording
-    # anything: its worker died mid-call.
-    made = lease.attempts + int(lease.state_data.get("deferrals", 0))
-    return bool(lease.state_data.get("outcome_unknown")) or lease.token > made + 1
+    return bool(lease.state_data.get("outcome_unknown")) or interrupted(lease) > 0
 
 
 async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
@@ -102,49 +117,64 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     if deps.lines is not None and deps.lines.is_stopped(lease.target):
         delay = deps.lines.defer_s(lease.target) * (0.75 + 0.5 * deps.rng.random())
         return await _defer(lease, deps, delay, "line_stopped")
-    breaker = deps.circuits.get(lease.target) if deps.circuits is not None else None
-    if breaker is not None and not breaker.allow():
-        return await _defer(lease, deps, max(breaker.retry_after(), 0.05), "circuit_open")
+    board = deps.circuits
+    ticket: Pass | None = None
+    if board is not None:
+        try:
+            ticket = await board.allow(lease.target)
+        except LimitsUnavailableError:
+            return await _defer(lease, deps, 1.0, "circuit_unavailable")
+        if not ticket.allowed:
+            return await _defer(lease, deps, max(ticket.retry_after, 0.05), "circuit_open")
     try:
         permit, wait = await _take_permit(lease.target, deps)
     except LimitsUnavailableError:
         permit, wait = None, 1.0
     if permit is None:
-        if breaker is not None:
-            breaker.record_cancelled()
+        await _report(lease.target, deps, ticket, "cancelled")
         return await _defer(lease, deps, wait, "no_permit")
     started = time.perf_counter()
     receipt: ErpReceipt | None = None
     looked_up = False
-    reported = False
+    reported: CallOutcome | None = None
     try:
         if _outcome_unknown(lease):
             looked_up = True
             receipt = await adapter.lookup(doc)
+        if receipt is None and exhausted(target.retry, lease.attempts + interrupted(lease)):
+            reported = "cancelled"
+            await _report(lease.target, deps, ticket, reported)
+            return await _dead(
+                lease, deps, _interrupted_error(lease), code=doc.code, attempts=lease.attempts + interrupted(lease)
+            )
         if receipt is None:
             receipt = await adapter.submit(doc)
     except PermanentError as exc:
         # A business rejection proves the ERP is up: a success for the circuit.
-        reported = _report(breaker, ok=True)
+        reported = "success"
+        await _report(lease.target, deps, ticket, reported)
         return await _dead(lease, deps, exc, code=doc.code)
     except PartnerError as exc:
-        reported = _report(breaker, ok=False)
+        reported = "failure"
+        await _report(lease.target, deps, ticket, reported)
         return await _retry(lease, deps, exc, code=doc.code)
     finally:
-        if not reported and receipt is None and breaker is not None:
-            breaker.record_cancelled()  # cancelled or crashed before an answer: give the probe back
+        if reported is None and receipt is None:
+            # Cancelled or crashed before an answer: give a half-open probe slot back.
+            await _report(lease.target, deps, ticket, "cancelled")
         if deps.limiter is not None:
             await deps.limiter.release(permit)
         if deps.metrics:
             deps.metrics.child(deps.metrics.delivery_seconds, lease.target).observe(time.perf_counter() - started)
-    _report(breaker, ok=True)
-    return await _record_success(lease, deps, receipt, doc.code, found_by_lookup=looked_up)
+    await _report(lease.target, deps, ticket, "success")
+    return await _record_success(
+        lease, deps, receipt, doc.code, found_by_lookup=looked_up, accepted_at=order.created_at
+    )
 
 
-def _report(breaker: CircuitBreaker | None, *, ok: bool) -> bool:
-    if breaker is not None:
-        breaker.record_success() if ok else breaker.record_failure()
-    return True
+async def _report(target: str, deps: DeliveryDeps, ticket: Pass | None, outcome: CallOutcome) -> None:
+    if ticket is not None and deps.circuits is not None:
+        await deps.circuits.record(target, ticket, outcome)
 
 
 _NO_LIMIT = Permit(target="", id="unlimited", expires_at=float("inf"))
@@ -184,7 +214,13 @@ async def _defer(lease: OutboxLease, deps: DeliveryDeps, delay_s: float, why: st
 
 
 async def _record_success(
-    lease: OutboxLease, deps: DeliveryDeps, receipt: ErpReceipt, code: str, *, found_by_lookup: bool
+    lease: OutboxLease,
+    deps: DeliveryDeps,
+    receipt: ErpReceipt,
+    code: str,
+    *,
+    found_by_lookup: bool,
+    accepted_at: datetime | None = None,
 ) -> str:
     now = deps.clock.now()
     async with deps.uow_factory() as uow:
@@ -214,12 +250,27 @@ async def _record_success(
         await uow.commit()
     if deps.metrics:
         deps.metrics.child(deps.metrics.deliveries_total, lease.target, "delivered").inc()
+        if accepted_at is not None:
+            lag = (now - accepted_at).total_seconds()
+            deps.metrics.child(deps.metrics.delivery_lag_seconds, lease.target).observe(max(0.0, lag))
     log.info("delivered", order=lease.order_id, target=lease.target, document_no=receipt.document_no)
     return "delivered"
 
 
+def _interrupted_error(lease: OutboxLease) -> PartnerError:
+    n = interrupted(lease)
+    return DeliveryInterrupted(
+        f"delivery abandoned: {lease.attempts + n} attempts used up, {n} of them cut off before the "
+        "ERP answered (the worker died or its lease ran out); the ERP holds no document for it",
+        f"放弃投递：已用尽 {lease.attempts + n} 次尝试，其中 {n} 次在 ERP 应答前中断（工作进程退出或租约到期）；"
+        "ERP 中没有该单据",
+        hint="Check the workers' logs for crashes or out-of-memory kills, and that GATEWAY_LEASE_SECONDS "
+        "exceeds the ERP's slowest answer; then replay the dead letter",
+    )
+
+
 async def _retry(lease: OutboxLease, deps: DeliveryDeps, exc: PartnerError, *, code: str) -> str:
-    attempts = lease.attempts + 1
+    attempts = lease.attempts + interrupted(lease) + 1
     policy = deps.runtime.config.targets[lease.target].retry
     unknown = isinstance(exc, UnknownOutcomeError)
     if exhausted(policy, attempts):

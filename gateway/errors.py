@@ -169,3 +169,11 @@ class PermanentError(PartnerError):
     code = "ERP_REJECTED"
     message_zh = "ERP 拒绝了该单据"
     message_en = "The ERP rejected the document"
+
+
+class DeliveryInterrupted(PartnerError):
+    """Every attempt of a delivery was used up, some cut off before the ERP answered."""
+
+    code = "DELIVERY_INTERRUPTED"
+    message_zh = "投递多次在 ERP 应答前中断"
+    message_en = "The delivery was cut off before the ERP answered too many times"

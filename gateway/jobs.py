@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from arq.worker import Worker, async_check_health, func
+from prometheus_client import start_http_server
 
 from adapters.redis.connection import arq_settings
 from gateway.bootstrap import Container, build_worker_container
@@ -53,17 +54,23 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = container.delivery_deps()
     ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}"
     container.start_delivery()
+    if ctx.get("metrics_at") is not None:
+        host, port = ctx["metrics_at"]
+        ctx["metrics_server"], _ = start_http_server(port, addr=host, registry=container.metrics.registry)
     log.info("arq worker started", owner=ctx["owner"])
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    if ctx.get("metrics_server") is not None:
+        ctx["metrics_server"].shutdown()
     container: Container | None = ctx.get("container")
     if container is not None:
         await container.aclose()
 
 
-def make_worker(settings: Settings) -> Worker:
-    """An arq ``Worker`` for ``settings`` (which must name ``GATEWAY_REDIS_URL``)."""
+def make_worker(settings: Settings, *, metrics: tuple[str, int] | None = None) -> Worker:
+    """An arq ``Worker`` for ``settings`` (which must name ``GATEWAY_REDIS_URL``); with
+    ``metrics=(host, port)`` it serves its Prometheus metrics there."""
     assert settings.redis_url  # noqa: S101 - the CLI checks first
     return Worker(
         functions=[
@@ -79,7 +86,7 @@ def make_worker(settings: Settings) -> Worker:
         redis_settings=arq_settings(settings.redis_url),
         on_startup=_startup,
         on_shutdown=_shutdown,
-        ctx={"settings": settings},
+        ctx={"settings": settings, "metrics_at": metrics},
         max_jobs=settings.worker_concurrency,
         poll_delay=0.1,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
@@ -87,10 +94,10 @@ def make_worker(settings: Settings) -> Worker:
     )
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, *, metrics: tuple[str, int] | None = None) -> None:
     """Run an arq worker until SIGINT/SIGTERM."""
     asyncio.set_event_loop(asyncio.new_event_loop())  # arq's Worker binds to the current loop
-    make_worker(settings).run()
+    make_worker(settings, metrics=metrics).run()
 
 
 def check_health(settings: Settings) -> int:

@@ -1,4 +1,5 @@
-"""Stop the line, wired: evaluates each target's backlog on a timer, stores transitions in the
+"""Stop the line, wired: evaluates each target's backlog on a timer (and sets the backlog gauges,
+``outbox_pending`` and ``oldest_undelivered_seconds``, from the same reading), stores transitions in the
 ``target_controls`` table (compare-and-set, so of several processes exactly one makes — and
 alerts — each transition), applies operator commands, and tells delivery which targets are
 stopped. The decisions themselves are ``gateway.stopline``'s.
@@ -66,7 +67,8 @@ class StopLines:
         self._task: asyncio.Task[None] | None = None
         self._alerts: set[asyncio.Task[None]] = set()
         enabled = [t.stop_line.check_interval_s for t in targets.values() if t.stop_line.enabled]
-        self.interval_s = min(enabled) if enabled else 1.0
+        # Without stop-the-line the loop still refreshes the backlog gauges, less often.
+        self.interval_s = min(enabled) if enabled else 5.0
 
     # ------------------------------------------------------------------ what delivery asks
 
@@ -122,6 +124,8 @@ class StopLines:
                     if stored.state != current.state:
                         made.append(stored)
         self._refresh(controls)
+        if self.metrics is not None:
+            self.metrics.set_backlog(backlog, now, self.targets)
         return made
 
     async def command(self, target: str, action: Literal["stop", "resume"], *, actor: str) -> Control:

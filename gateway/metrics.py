@@ -7,13 +7,15 @@ second app is built in the same process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
+from gateway.ports import TargetBacklog
 from schemas.order import PLATFORMS
 
 INTAKE_OUTCOMES = ("accepted", "held", "intercepted", "invalid", "duplicate")
@@ -25,6 +27,8 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 # may take seconds per document, and up to the client timeout when it hangs.
 _INTAKE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Acceptance to ERP document: seconds when the ERP keeps up, an hour or more behind a promotion.
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 
 
 class Metrics:
@@ -61,7 +65,19 @@ class Metrics:
         )
         self.retries_total = Counter("retries", "Deliveries scheduled for a retry.", ["target"], **common)
         self.dead_letters_total = Counter("dead_letters", "Deliveries that failed for good.", ["target"], **common)
-        self.outbox_pending = Gauge("outbox_pending", "Outbox rows not yet delivered.", **common)
+        self.outbox_pending = Gauge(
+            "outbox_pending",
+            "Deliveries not yet done (waiting, retrying or in flight), by target.",
+            ["target"],
+            **common,
+        )
+        self.delivery_lag_seconds = Histogram(
+            "delivery_lag_seconds",
+            "From the order's acceptance to its document in the ERP, by target.",
+            ["target"],
+            buckets=_LAG_BUCKETS,
+            **common,
+        )
         self.oldest_undelivered_seconds = Gauge(
             "oldest_undelivered_seconds", "Age of the oldest undelivered outbox row.", ["target"], **common
         )
@@ -111,8 +127,19 @@ class Metrics:
         self.retries_total.labels(target)
         self.dead_letters_total.labels(target)
         self.oldest_undelivered_seconds.labels(target).set(0)
+        self.outbox_pending.labels(target).set(0)
         self.circuit_state.labels(target).set(CIRCUIT_STATES["closed"])
         self.stop_the_line.labels(target).set(0)
+
+    def set_backlog(self, backlog: Mapping[str, TargetBacklog], now: datetime, targets: Iterable[str] = ()) -> None:
+        """Queue depth and the age of the oldest undelivered order, per target; targets named in
+        ``targets`` but absent from ``backlog`` have none (0)."""
+        for target in {*targets, *backlog}:
+            b = backlog.get(target)
+            self.child(self.outbox_pending, target).set(b.count if b else 0)
+            oldest = b.oldest_created_at if b else None
+            age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+            self.child(self.oldest_undelivered_seconds, target).set(age)
 
     def set_circuit(self, target: str, state: str) -> None:
         """Record a circuit's state by name: ``closed``, ``half_open`` or ``open``."""

@@ -144,8 +144,17 @@ class OrderRepository(Protocol):
     ) -> Page: ...
 
     async def replace_canonical(
-        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
-    ) -> None: ...
+        self,
+        order_id: str,
+        *,
+        canonical: dict[str, Any],
+        platform_version: str | None,
+        payload_sha256: str,
+        mapping_version: str | None = None,
+        rules_version: str | None = None,
+    ) -> None:
+        """A newer version of the order, or the same payload mapped again; the versions that
+        produced it are recorded when given."""
 
     async def set_state(self, order_id: str, state: OrderState) -> None: ...
 
@@ -172,9 +181,7 @@ class Outbox(Protocol):
         available), earliest due first, never a row while an older row of its order is unfinished;
         each claim increments the row's token. The leases come back in ``id`` order."""
 
-    async def claim_one(
-        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
-    ) -> OutboxLease | None:
+    async def claim_one(self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float) -> OutboxLease | None:
         """Lease the row ``outbox_id`` if it is claimable now (pending and available, or leased with
         an expired lease, and no older row of its order unfinished); None otherwise (done, dead,
         leased by someone else, not due yet). Increments the token like ``claim``."""
@@ -199,8 +206,9 @@ class Outbox(Protocol):
     async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
         """Mark dead (the dead letter itself is written by ``DeadLetters.add``)."""
 
-    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
-        """A dead row back to pending (replay)."""
+    async def requeue(self, outbox_id: int, *, now: datetime, state_data: dict[str, Any] | None = None) -> bool:
+        """A dead row back to pending (replay) with a fresh retry budget; ``state_data`` is merged
+        into the row's."""
 
     async def pending_count(self) -> int: ...
 

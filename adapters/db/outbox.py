@@ -224,13 +224,23 @@ class SqlOutbox:
         )
         return (await self._conn.execute(stmt)).rowcount == 1
 
-    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
-        """Keeps ``state_data`` (an unknown outcome must still be looked up first) and starts the
-        attempt count afresh, so the replay gets the full retry budget."""
+    async def requeue(self, outbox_id: int, *, now: datetime, state_data: dict[str, Any] | None = None) -> bool:
+        """A dead row back to pending with the full retry budget: ``attempts`` starts afresh, and so
+        does the count of interrupted claims (``token_base`` = the token now, ``deferrals`` = 0).
+        ``state_data`` is kept (an unknown outcome must still be looked up first), with
+        ``state_data`` merged in."""
+        found = (
+            await self._conn.execute(
+                select(outbox.c.token, outbox.c.state_data).where(outbox.c.id == outbox_id, outbox.c.state == "dead")
+            )
+        ).first()
+        if found is None:
+            return False
+        data = dict(found.state_data or {}) | {"token_base": found.token, "deferrals": 0} | (state_data or {})
         stmt = (
             outbox.update()
-            .where(outbox.c.id == outbox_id, outbox.c.state == "dead")
-            .values(state="pending", attempts=0, available_at=now, updated_at=now)
+            .where(outbox.c.id == outbox_id, outbox.c.state == "dead", outbox.c.token == found.token)
+            .values(state="pending", attempts=0, available_at=now, updated_at=now, state_data=data)
         )
         return (await self._conn.execute(stmt)).rowcount == 1
 

@@ -36,7 +36,7 @@ DEFAULT_PREFIX = "gateway:limits"
 # Failures that mean "Redis is not there right now": refused or dropped connections, timeouts,
 # a replica that was a master before a failover. Anything else (a script error) is a bug and is
 # left to propagate rather than be retried for ever.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 # KEYS[1] permits; ARGV: concurrency, ttl (ms), permit id. Returns the expiry (ms), or -1 when full.
 _ACQUIRE = """
@@ -79,7 +79,7 @@ return string.format('%.6f', wait)
 """
 
 
-def _unavailable(redis: Redis, exc: Exception) -> LimitsUnavailableError:
+def unavailable(redis: Redis, exc: Exception) -> LimitsUnavailableError:
     kw = redis.connection_pool.connection_kwargs
     where = f"{kw.get('host', '?')}:{kw.get('port', '?')}"
     return LimitsUnavailableError(
@@ -135,8 +135,8 @@ class RedisConcurrencyLimiter(_RedisLimits):
             # client retried after a lost reply may have taken a permit nobody holds: it expires
             # after the TTL like a dead worker's.
             expires_ms = int(await self._script(keys=[self.key(target)], args=[cfg.concurrency, ttl_ms, permit_id]))
-        except _UNAVAILABLE as exc:
-            raise _unavailable(self.redis, exc) from exc
+        except UNAVAILABLE as exc:
+            raise unavailable(self.redis, exc) from exc
         if expires_ms < 0:
             return None
         return Permit(target=target, id=permit_id, expires_at=expires_ms / 1000)
@@ -147,7 +147,7 @@ class RedisConcurrencyLimiter(_RedisLimits):
         its own after the TTL."""
         try:
             await self.redis.zrem(self.key(permit.target), permit.id)
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             log.warning(
                 "could not release an ERP permit; it expires on its own",
                 target=permit.target,
@@ -159,8 +159,8 @@ class RedisConcurrencyLimiter(_RedisLimits):
         """Permits held for ``target`` now (expired ones not yet dropped are counted)."""
         try:
             return int(await self.redis.zcard(self.key(target)))
-        except _UNAVAILABLE as exc:
-            raise _unavailable(self.redis, exc) from exc
+        except UNAVAILABLE as exc:
+            raise unavailable(self.redis, exc) from exc
 
 
 class RedisRateLimiter(_RedisLimits):
@@ -176,6 +176,6 @@ class RedisRateLimiter(_RedisLimits):
             return 0.0
         try:
             wait = await self._script(keys=[self.key(target)], args=[repr(cfg.rate_per_s), cfg.burst])
-        except _UNAVAILABLE as exc:
-            raise _unavailable(self.redis, exc) from exc
+        except UNAVAILABLE as exc:
+            raise unavailable(self.redis, exc) from exc
         return float(wait)

@@ -45,11 +45,11 @@ class OpsController(Controller):
                 alive = False
                 checks["queue"] = {"ok": False, "kind": "arq", "error": type(exc).__name__}
             ok = ok and alive
-        # This process's circuits: the embedded worker's; with arq each worker keeps its own.
-        states = c.circuits.states(c.config.targets) if c.circuits is not None else {}
+        # The circuits every worker shares (in Redis with arq, in this process when embedded).
+        # An open circuit does not make this process unready: it still takes orders.
+        states = await c.circuit_states()
         checks["erp_targets"] = {
-            name: {"ok": states.get(name, "closed") != "open", "circuit": states.get(name, "closed")}
-            for name in c.config.targets
+            name: {"ok": states[name] in ("closed", "half_open"), "circuit": states[name]} for name in states
         }
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
@@ -58,9 +58,8 @@ class OpsController(Controller):
         """Prometheus text format."""
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
-            c.metrics.outbox_pending.set(await uow.outbox.pending_count())
-        if c.circuits is not None:
-            c.circuits.states(c.config.targets)  # an open circuit whose interval passed turns half-open
+            c.metrics.set_backlog(await uow.outbox.backlog(), c.clock.now(), c.config.targets)
+        await c.circuit_states()  # sets the circuit gauges (an open circuit whose interval passed turns half-open)
         body, content_type = c.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -33,7 +33,7 @@ class TargetController(Controller):
         """Every target: its backlog, its stop-the-line thresholds and state, and its circuit."""
         c = request.app.state.container
         backlog, controls = await c.lines.read()
-        circuits = c.circuits.states(c.config.targets) if c.circuits is not None else {}
+        circuits = await c.circuit_states()
         now = c.clock.now()
         items = []
         for name, target in sorted(c.config.targets.items()):
@@ -54,7 +54,7 @@ class TargetController(Controller):
                         "webhook": bool(cfg.webhook_url),
                     }
                     | _control_body(control),
-                    "circuit": circuits.get(name, "closed"),  # this process's circuit
+                    "circuit": circuits.get(name, "closed"),
                 }
             )
         return {"items": items}

@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.e2e.conftest import BIN, GatewayProcess
+from tests.e2e.conftest import BIN, GatewayProcess, free_port
 from tests.support.gateway import SAMPLES
 from tests.support.redis import start_redis
 
@@ -33,6 +33,14 @@ def _bodies(count: int) -> list[bytes]:
         trade["tid_str"] = str(trade["tid"])
         out.append(msgspec.json.encode(payload))
     return out
+
+
+def _sample(metrics: str, series: str) -> float:
+    """The value of one series in Prometheus text format (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _wait(predicate, timeout: float, what: str):  # noqa: ANN001
@@ -69,11 +77,11 @@ def test_serve_and_two_arq_workers_deliver_every_order_once_within_the_erp_limit
         gw.start()
         ready = httpx.get(f"{gw.url}/health/ready", timeout=5).json()
         assert ready["checks"]["queue"] == {"ok": True, "kind": "arq", "relay": True}
+        metrics_ports = [free_port(), free_port()]
         for n in range(2):
             log = (tmp_path / f"worker{n}.log").open("ab")
-            workers.append(
-                subprocess.Popen([str(BIN / "gateway"), "worker"], env={**os.environ, **env}, stdout=log, stderr=log)
-            )
+            cmd = [str(BIN / "gateway"), "worker", "--metrics-port", str(metrics_ports[n])]
+            workers.append(subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=log))
         _wait(lambda: gw.cli("worker", "--check", check=False).returncode == 0, 30, "a worker's health record")
         key = gw.cli("keys", "create", "--role", "platform").stdout.strip()
         with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
@@ -91,6 +99,15 @@ def test_serve_and_two_arq_workers_deliver_every_order_once_within_the_erp_limit
         codes = [d["code"] for d in docs]
         assert len(codes) == ORDERS and len(set(codes)) == ORDERS  # exactly one document per order
         assert sandbox.capacity("u8")["peak_open"] <= 2  # the shared limit held across both workers
+        # Each worker serves its own metrics; together they count every delivery once.
+        delivered = lag = 0.0
+        for port in metrics_ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            delivered += _sample(text, 'deliveries_total{outcome="delivered",target="u8-demo"}')
+            lag += _sample(text, 'delivery_lag_seconds_count{target="u8-demo"}')
+        assert delivered == ORDERS and lag == ORDERS
+        ready = httpx.get(f"{gw.url}/health/ready", timeout=5).json()
+        assert ready["checks"]["erp_targets"]["u8-demo"] == {"ok": True, "circuit": "closed"}  # shared, from Redis
         with httpx.Client(base_url=gw.url, timeout=30) as client:
             wms = gw.cli("keys", "create", "--role", "wms").stdout.strip()
             for gid in ids[:: ORDERS // 10]:

@@ -1,13 +1,18 @@
-"""Fixtures for integration tests over loopback HTTP: the sandbox partner systems (CONTRACT §4)."""
+"""Fixtures for integration tests: the sandbox partner systems over loopback HTTP (CONTRACT §4), and
+one throwaway Redis server for the session (``redis_url`` empties it for each test)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
 
+from adapters.redis.connection import redis_client
 from adapters.sandbox import SandboxState, create_sandbox_app
 from tests.support.gateway import RunningGateway, gateway_env, run_gateway
+from tests.support.redis import RedisServer, start_redis
 from tests.support.servers import RunningSandbox, serve_asgi
 
 
@@ -35,3 +40,28 @@ def gateway(sandbox: RunningSandbox, tmp_path, monkeypatch) -> Iterator[RunningG
     """The gateway on a fresh SQLite file, its ERP target pointed at the sandbox; one key per role."""
     with run_gateway(gateway_env(tmp_path, sandbox.url), monkeypatch) as gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with start_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis, emptied (FLUSHALL) for this test."""
+    if not redis_server.running:  # a chaos test stopped it and failed before starting it again
+        redis_server.start()
+    with redis_sync.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = redis_client(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

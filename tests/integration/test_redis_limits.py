@@ -1,9 +1,6 @@
 """The shared ERP limits on a real Redis: permits never exceed the concurrency across clients and
 processes, a dead worker's permit expires, the token bucket admits about ``rate × seconds + burst``,
 and a Redis that goes away gives a retryable error, then works again when it is back.
-
-The fixtures ``redis_server`` (one throwaway Redis for the session) and ``redis_url`` (emptied
-before each test) live here until a conftest needs them.
 """
 
 from __future__ import annotations
@@ -15,47 +12,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_sync
 from redis.asyncio import Redis
 
 from adapters.redis.connection import arq_settings, describe, redis_client
 from adapters.redis.limits import RedisConcurrencyLimiter, RedisRateLimiter
 from gateway.limits import InProcessConcurrencyLimiter, InProcessRateLimiter, LimitsConfig, LimitsUnavailableError
-from tests.support.redis import RedisServer, start_redis
+from tests.support.redis import start_redis
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with start_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The session Redis, emptied (FLUSHALL) for this test."""
-    if not redis_server.running:  # a chaos test stopped it and failed before starting it again
-        redis_server.start()
-    with redis_sync.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    return redis_server.url
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = redis_client(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 # ---------------------------------------------------------------- both implementations, one behaviour

@@ -96,11 +96,12 @@ async def test_outbox_reschedule_bury_and_requeue(storage):
 
     replay_at = T0 + timedelta(hours=1)
     async with storage.uow() as uow:
-        assert await uow.outbox.requeue(outbox_id, now=replay_at) is True
+        assert await uow.outbox.requeue(outbox_id, now=replay_at, state_data={"dictionary": "current"}) is True
         await uow.commit()
     (replayed,) = await claim(storage, replay_at)
     assert (replayed.id, replayed.attempts, replayed.token) == (outbox_id, 0, 3)
-    assert replayed.state_data == {"outcome_unknown": True}  # a replay still looks the document up first
+    # A replay still looks the document up first, and counts interrupted claims from here.
+    assert replayed.state_data == {"outcome_unknown": True, "token_base": 2, "deferrals": 0, "dictionary": "current"}
 
 
 async def test_outbox_keeps_each_orders_rows_in_order(storage):
@@ -288,3 +289,40 @@ async def test_target_controls_compare_and_set(storage):
     async with storage.uow(write=False) as uow:
         stored = (await uow.controls.all())["u8"]
     assert (stored.state, stored.by, stored.armed, stored.version) == ("running", "it", False, 2)
+
+
+async def test_many_claimers_run_each_orders_rows_one_at_a_time_in_commit_order(storage):
+    """Eight concurrent workers claim rows by id (as arq jobs do, in any order): the rows of one
+    order are never leased at the same time, and they finish in the order they were committed."""
+    orders = [make_order(n) for n in range(1, 5)]
+    await add_orders(storage, *orders)
+    rows: dict[int, str] = {}
+    for _ in range(4):  # interleaved: four rows per order
+        for order in orders:
+            rows[await add_outbox(storage, order.id)] = order.id
+    holding: dict[str, int] = {}  # order → the row leased now
+    finished: dict[str, list[int]] = {o.id: [] for o in orders}
+    overlaps: list[tuple[int, int]] = []
+
+    async def worker(n: int) -> None:
+        pending = list(rows)
+        while any(len(done) < 4 for done in finished.values()):
+            for outbox_id in pending[n % len(pending) :] + pending[: n % len(pending)]:
+                lease = await claim_one(storage, outbox_id, owner=f"w{n}")
+                if lease is None:
+                    continue
+                if lease.order_id in holding:
+                    overlaps.append((holding[lease.order_id], lease.id))
+                holding[lease.order_id] = lease.id
+                await asyncio.sleep(0)  # let the others try the same order meanwhile
+                finished[lease.order_id].append(lease.id)
+                async with storage.uow() as uow:
+                    assert await uow.outbox.finish(lease, now=T0)
+                    await uow.commit()
+                    del holding[lease.order_id]  # no other task runs between the commit and this
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(asyncio.gather(*(worker(n) for n in range(8))), timeout=60)
+    assert overlaps == []
+    for order in orders:
+        assert finished[order.id] == sorted(i for i, o in rows.items() if o == order.id)

@@ -153,10 +153,19 @@ class FakeOrderRepository:
         return _page(found, cursor, limit)
 
     async def replace_canonical(
-        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
+        self,
+        order_id: str,
+        *,
+        canonical: dict[str, Any],
+        platform_version: str | None,
+        payload_sha256: str,
+        mapping_version: str | None = None,
+        rules_version: str | None = None,
     ) -> None:
         order, binding = self._order(order_id), self._binding(order_id)
         order.canonical = _json_copy(canonical)
+        order.mapping_version = mapping_version or order.mapping_version
+        order.rules_version = rules_version or order.rules_version
         order.platform_version = binding.platform_version = platform_version
         order.payload_sha256 = binding.payload_sha256 = payload_sha256
         order.updated_at = _now()
@@ -295,11 +304,12 @@ class FakeOutbox:
     async def bury(self, lease: OutboxLease, *, now: datetime, error: str) -> bool:
         return self._end_attempt(lease, "dead", error) is not None
 
-    async def requeue(self, outbox_id: int, *, now: datetime) -> bool:
+    async def requeue(self, outbox_id: int, *, now: datetime, state_data: dict[str, Any] | None = None) -> bool:
         row = self._s.outbox.get(outbox_id)
         if row is None or row.state != "dead":
             return False
         row.state, row.attempts, row.available_at = "pending", 0, now
+        row.state_data = dict(row.state_data) | {"token_base": row.token, "deferrals": 0} | (state_data or {})
         return True
 
     async def pending_count(self) -> int:

@@ -184,3 +184,41 @@ def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
     assert not exhausted(policy, 4) and exhausted(policy, 5)
     with pytest.raises(ValueError):
         backoff_delay(policy, 0)
+
+
+async def test_a_delivery_whose_worker_dies_every_time_ends_as_a_dead_letter(runtime) -> None:
+    """A poison order that kills its worker mid-call is not retried for ever: interrupted claims
+    count as attempts; the last one looks the document up, and without one the row is buried."""
+    erp = FakeErp()
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    policy = runtime.config.targets["u8-demo"].retry
+    for _ in range(policy.max_attempts):
+        (lost,) = await _claim(uow, clock)  # claimed, then the worker died during the call
+        clock.advance(31)
+    (last,) = await _claim(uow, clock)
+    assert last.token == policy.max_attempts + 1 and last.attempts == 0
+    assert await deliver(last, deps) == "dead"
+    assert erp.calls == ["lookup"]  # looked up (nothing there), never sent again
+    async with uow(write=False) as u:
+        (letter,) = (await u.dead_letters.list(cursor=None, limit=10, include_replayed=False)).items
+    assert letter.reason_code == "DELIVERY_INTERRUPTED" and letter.attempts == policy.max_attempts
+    assert "GATEWAY_LEASE_SECONDS" in letter.hint
+    assert (await _order(uow, gid)).state == "dead"
+
+
+async def test_a_replay_starts_the_count_of_interrupted_claims_afresh(runtime) -> None:
+    erp = FakeErp()
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    policy = runtime.config.targets["u8-demo"].retry
+    for _ in range(policy.max_attempts):
+        await _claim(uow, clock)
+        clock.advance(31)
+    (last,) = await _claim(uow, clock)
+    assert await deliver(last, deps) == "dead"
+    async with uow() as u:
+        (letter,) = (await u.dead_letters.list(cursor=None, limit=10, include_replayed=False)).items
+        assert await u.outbox.requeue(letter.outbox_id, now=clock.now())
+        await u.commit()
+    (replayed,) = await _claim(uow, clock)
+    assert await deliver(replayed, deps) == "delivered"
+    assert erp.calls == ["lookup", "submit"]  # the last claim looked it up (nothing): the replay sends once
