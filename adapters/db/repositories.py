@@ -162,9 +162,17 @@ class SqlOrderRepository:
         return page_of((await self._conn.execute(stmt)).all(), limit, lambda row: OrderRecord(**row._mapping))
 
     async def replace_canonical(
-        self, order_id: str, *, canonical: dict[str, Any], platform_version: str | None, payload_sha256: str
+        self,
+        order_id: str,
+        *,
+        canonical: dict[str, Any],
+        platform_version: str | None,
+        payload_sha256: str,
+        mapping_version: str | None = None,
+        rules_version: str | None = None,
     ) -> None:
         now = utcnow()
+        versions = {"mapping_version": mapping_version, "rules_version": rules_version}
         await _update_one(
             self._conn,
             orders.update()
@@ -174,6 +182,7 @@ class SqlOrderRepository:
                 platform_version=platform_version,
                 payload_sha256=payload_sha256,
                 updated_at=now,
+                **{k: v for k, v in versions.items() if v is not None},
             ),
             f"order {order_id}",
         )

@@ -16,8 +16,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from gateway.app.security import requires
-from gateway.errors import Conflict, NotFound, PayloadInvalid
-from gateway.replay import replay_dead_letter
+from gateway.errors import PayloadInvalid
+from gateway.replay import DictionaryChoice, replay_dead_letter
 
 
 def _when(value: str | None, name: str) -> datetime | None:
@@ -184,13 +184,40 @@ class DeadLetterController(Controller):
 
     @post("/{letter_id:str}/replay", guards=[requires("it")], status_code=202)
     async def replay(self, request: Request, letter_id: FromPath[str]) -> Response:
+        """Requeue a dead letter's delivery under the same document code. Body (optional):
+        ``{"dictionary": "first"}`` — the order as mapped on arrival (the default) — or
+        ``{"dictionary": "current"}`` — its raw payload mapped again by today's dictionary."""
         c = request.app.state.container
         role = request.scope["state"]["role"]
-        try:
-            letter = await replay_dead_letter(letter_id, uow_factory=c.uow_factory, clock=c.clock, actor=role)
-        except LookupError:
-            raise NotFound(f"no dead letter {letter_id}", f"死信 {letter_id} 不存在") from None
-        except ValueError as exc:
-            raise Conflict(str(exc), "该死信已重放") from None
+        choice = _replay_choice(await request.body())
+        result = await replay_dead_letter(
+            letter_id, uow_factory=c.uow_factory, clock=c.clock, actor=role, runtime=c.runtime, dictionary=choice
+        )
         c.wake_delivery()
-        return Response({"id": letter.id, "order_id": letter.order_id, "status": "requeued"}, status_code=202)
+        body = {
+            "id": result.letter.id,
+            "order_id": result.letter.order_id,
+            "status": "requeued",
+            "dictionary": result.dictionary,
+            "mapping_version": result.mapping_version,
+            "previous_mapping_version": result.previous_mapping_version,
+        }
+        if result.dictionary == "current":
+            body["changed"] = result.changed
+        return Response(body, status_code=202)
+
+
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    dictionary: DictionaryChoice = "first"
+
+
+def _replay_choice(raw: bytes) -> DictionaryChoice:
+    if not raw.strip():
+        return "first"
+    try:
+        return msgspec.json.decode(raw, type=ReplayRequest).dictionary
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise PayloadInvalid(
+            f'the replay request is invalid: {exc}; send {{"dictionary": "first"}} or {{"dictionary": "current"}}',
+            f'重放请求无效：{exc}；请发送 {{"dictionary": "first"}} 或 {{"dictionary": "current"}}',
+        ) from None
