@@ -1,6 +1,7 @@
-"""Accepted, durable orders per second over HTTP on SQLite, side by side with a bare endpoint.
+"""Accepted, durable orders per second over HTTP, side by side with a bare endpoint.
 
     .venv/bin/python bench/ingest.py [--requests 5000] [--concurrency 32] [--no-delivery]
+    .venv/bin/python bench/ingest.py --database postgres [--servers 2] [--workers 1] [--no-delivery]
 
 In one run, against the same pre-built bodies (Taobao sample 02, each with its own tid/oid so
 every request is a new order and a real insert):
@@ -20,12 +21,26 @@ SQLite file must hold exactly as many orders as there were 202 answers. The pair
 repeated ``--repeat`` times (baseline, gateway, baseline, …; a fresh database each time) and the
 median run of each server is compared: on a shared 2-core virtual machine one run alone can be
 off by 20%.
+
+``--database postgres`` runs the production shape instead: a throwaway, durable PostgreSQL server
+(fsync, ``synchronous_commit`` and ``full_page_writes`` on; ``--pg-setting`` changes one for a
+what-if, and every run prints the settings in force), a throwaway Redis (``GATEWAY_REDIS_URL``),
+``--servers`` ``gateway serve`` processes (default 2), each on its own port and each relaying
+outbox rows to arq, and ``--workers`` ``gateway worker`` processes (default 1) delivering into the
+sandbox U8. ``--no-delivery`` starts no worker and no sandbox: the relays still queue the jobs in
+Redis, nobody takes them. The load generator opens its connections round-robin over the servers'
+ports (connection ``i`` to server ``i mod n``), as a load balancer in front of them would; the
+baseline runs as the same number of processes behind the same spread. Each gateway run gets a
+fresh database on the one PostgreSQL server; afterwards it must hold exactly as many orders as
+there were 202 answers, and ``gateway audit verify`` must find the chain intact.
+
 Every process runs on 127.0.0.1 and is stopped by the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import json
 import os
@@ -46,13 +61,25 @@ import httpx
 import msgspec
 from machine import machine_busy_seconds, tree_state
 from pyspy_breakdown import report
-from servers import PROFILE_RATE, Server, free_port, profile_start, profile_stop
+from servers import (
+    PG_REPORTED,
+    PROFILE_RATE,
+    BenchPostgres,
+    Server,
+    free_port,
+    proc_cpu_seconds,
+    profile_start,
+    profile_stop,
+    start_bench_postgres,
+)
+
+from tests.support.redis import start_redis
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 SAMPLE = REPO / "mappings" / "samples" / "taobao" / "02_multi_line_coupons.json"
 BIN = Path(sys.executable).parent
-TARGET_RPS = 1000.0
+TARGET_RPS = {"sqlite": 1000.0, "postgres": 2000.0}
 TARGET_P99_MS = 50.0
 # Ids far above the samples' own, so a benchmark order never collides with a sample.
 ID_BASE = 4_100_000_000_000_000_000
@@ -81,7 +108,7 @@ def build_bodies(count: int, *, first: int) -> list[bytes]:
     return out
 
 
-def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | None) -> dict[str, Any]:
+def run_load(urls: list[str], bodies_file: Path, args: argparse.Namespace, auth: str | None) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("BENCH_AUTH", None)
     if auth:
@@ -89,8 +116,7 @@ def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | 
     argv = [
         sys.executable,
         str(BENCH / "loadgen.py"),
-        "--url",
-        url,
+        *(arg for url in urls for arg in ("--url", url)),
         "--bodies",
         str(bodies_file),
         "--concurrency",
@@ -117,20 +143,21 @@ def run_load(url: str, bodies_file: Path, args: argparse.Namespace, auth: str | 
 
 
 def run_baseline(bodies_file: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    server = Server(
-        "baseline",
-        [sys.executable, str(BENCH / "baseline_app.py"), "--port", str(port)],
-        dict(os.environ),
-        tmp / "baseline.log",
-    )
+    """``--servers`` baseline processes, each on its own port, behind the same spread as the gateway."""
+    ports = [free_port() for _ in range(args.servers)]
+    servers: list[Server] = []
     try:
-        server.wait_http(f"http://127.0.0.1:{port}/health/live")
-        cpu0 = server.cpu_seconds()
-        result = run_load(f"http://127.0.0.1:{port}/v1/orders/taobao", bodies_file, args, None)
-        result["server_cpu_s"] = server.cpu_seconds() - cpu0
+        for n, port in enumerate(ports):
+            argv = [sys.executable, str(BENCH / "baseline_app.py"), "--port", str(port)]
+            servers.append(Server(f"baseline{n}", argv, dict(os.environ), tmp / f"baseline{n}.log"))
+        for server, port in zip(servers, ports, strict=True):
+            server.wait_http(f"http://127.0.0.1:{port}/health/live")
+        cpu0 = sum(s.cpu_seconds() for s in servers)
+        result = run_load([f"http://127.0.0.1:{p}/v1/orders/taobao" for p in ports], bodies_file, args, None)
+        result["server_cpu_s"] = sum(s.cpu_seconds() for s in servers) - cpu0
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
     return result
 
 
@@ -182,36 +209,17 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
             stack.callback(sandbox.stop)
             sandbox.wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/u8/documents")
             env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-        made = subprocess.run(
-            [str(BIN / "gateway"), "keys", "create", "--role", "platform", "--label", "bench"],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-            cwd=REPO,
-        )
-        if made.returncode != 0:
-            raise SystemExit(f"gateway keys create failed:\n{made.stderr.decode()[-2000:]}")
-        auth = f"Bearer {made.stdout.decode().strip().splitlines()[-1]}"
+        auth = create_key(env)
         gateway = Server("gateway", [str(BIN / "gateway"), "serve"], env, tmp / "gateway.log")
         stack.callback(gateway.stop)
         base = f"http://127.0.0.1:{port}"
         gateway.wait_http(f"{base}/health/live")
-
-        # One order before the load: it must be a plain 202 "accepted", or the figures mean nothing.
-        r = httpx.post(
-            f"{base}/v1/orders/taobao",
-            content=preflight,
-            headers={"Authorization": auth, "Content-Type": "application/json"},
-            timeout=30,
-        )
-        if r.status_code != 202 or r.json().get("status") != "accepted":
-            raise SystemExit(f"pre-flight order answered {r.status_code} {r.text[:500]}")
+        preflight_order(base, preflight, auth)
 
         profiler = profile_start(gateway.proc.pid, args.profile, args) if args.profile else None
         cpu0 = gateway.cpu_seconds()
         sandbox_cpu0 = sandbox.cpu_seconds() if sandbox else 0.0
-        result = run_load(f"{base}/v1/orders/taobao", bodies_file, args, auth)
+        result = run_load([f"{base}/v1/orders/taobao"], bodies_file, args, auth)
         result["server_cpu_s"] = gateway.cpu_seconds() - cpu0
         result["sandbox_cpu_s"] = (sandbox.cpu_seconds() - sandbox_cpu0) if sandbox else 0.0
         if profiler is not None:
@@ -225,9 +233,221 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
             result["drain"].update(documents=len(codes), distinct_codes=len(set(codes)))
         gateway.stop()
         result["db_after_stop"] = db_counts(db)
+        result["audit"] = audit_verify(env)
     accepted = 1 + result["warmup"]["accepted_202"] + result["accepted_202"]
     result["expected_orders"] = accepted
-    result["durable_ok"] = result["db_after_stop"]["orders"] == accepted
+    result["durable_ok"] = result["db_after_stop"]["orders"] == accepted and result["audit"]["ok"]
+    result["mode"] = "no-delivery" if args.no_delivery else "delivery"
+    return result
+
+
+def cli(env: dict[str, str], *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    """``gateway ARGV…`` with ``env``; stops the benchmark when it fails."""
+    done = subprocess.run(
+        [str(BIN / "gateway"), *argv], env=env, capture_output=True, timeout=timeout, check=False, cwd=REPO
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"gateway {' '.join(argv)} failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
+    return done
+
+
+def audit_verify(env: dict[str, str]) -> dict[str, Any]:
+    """``gateway audit verify`` on the run's database: exit code and its one line."""
+    done = subprocess.run(
+        [str(BIN / "gateway"), "audit", "verify"], env=env, capture_output=True, timeout=300, check=False, cwd=REPO
+    )
+    text = (done.stdout or done.stderr).decode().strip().splitlines()
+    return {"ok": done.returncode == 0, "line": text[-1] if text else f"exit {done.returncode}"}
+
+
+def create_key(env: dict[str, str]) -> str:
+    made = cli(env, "keys", "create", "--role", "platform", "--label", "bench")
+    return f"Bearer {made.stdout.decode().strip().splitlines()[-1]}"
+
+
+def preflight_order(base: str, preflight: bytes, auth: str) -> None:
+    """One order before the load: it must be a plain 202 "accepted", or the figures mean nothing."""
+    r = httpx.post(
+        f"{base}/v1/orders/taobao",
+        content=preflight,
+        headers={"Authorization": auth, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    if r.status_code != 202 or r.json().get("status") != "accepted":
+        raise SystemExit(f"pre-flight order answered {r.status_code} {r.text[:500]}")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+async def _pg_counts(dsn: str) -> dict[str, Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        orders = await conn.fetchval("SELECT COUNT(*) FROM orders")
+        by_state = dict(await conn.fetch("SELECT state, COUNT(*) FROM orders GROUP BY state"))
+        outbox = dict(await conn.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+        attempts = await conn.fetchval("SELECT COALESCE(SUM(attempts), 0) FROM outbox")
+        audit = await conn.fetchval("SELECT COUNT(*) FROM audit_log")
+    finally:
+        await conn.close()
+    return {
+        "orders": orders,
+        "orders_by_state": by_state,
+        "outbox_by_state": outbox,
+        "delivery_attempts": int(attempts),
+        "audit_entries": audit,
+    }
+
+
+def pg_counts(dsn: str) -> dict[str, Any]:
+    return asyncio.run(_pg_counts(dsn))
+
+
+async def _pg_settings(dsn: str) -> dict[str, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[]) ORDER BY name", list(PG_REPORTED)
+        )
+    finally:
+        await conn.close()
+    return {r["name"]: r["setting"] + (f" ({r['unit']})" if r["unit"] else "") for r in rows}
+
+
+def pg_settings(dsn: str) -> dict[str, str]:
+    return asyncio.run(_pg_settings(dsn))
+
+
+async def _pg_statements(dsn: str, reset: bool) -> list[dict[str, Any]]:
+    """``--pg-stats``: pg_stat_statements of the run's database, the costliest first (or reset)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, rows, query FROM pg_stat_statements s"
+            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"
+            " ORDER BY total_exec_time DESC LIMIT 15"
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+def pg_statements(dsn: str, *, reset: bool = False) -> list[dict[str, Any]]:
+    return asyncio.run(_pg_statements(dsn, reset))
+
+
+def wait_for_drain_pg(dsn: str, limit_s: float) -> dict[str, Any]:
+    start = time.monotonic()
+    done0 = pg_counts(dsn)["outbox_by_state"].get("done", 0)
+    while True:
+        counts = pg_counts(dsn)["outbox_by_state"]
+        left = counts.get("pending", 0) + counts.get("leased", 0)
+        elapsed = time.monotonic() - start
+        if left == 0 or elapsed >= limit_s:
+            delivered = counts.get("done", 0) - done0
+            return {"seconds": elapsed, "delivered": delivered, "left": left, "per_s": delivered / max(elapsed, 1e-9)}
+        time.sleep(0.5)
+
+
+def run_gateway_pg(
+    bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace, pg: BenchPostgres, n: int
+) -> dict[str, Any]:
+    """``--servers`` gateway processes on a fresh PostgreSQL database, relaying to arq on a fresh
+    Redis; ``--workers`` arq workers delivering into the sandbox unless ``--no-delivery``."""
+    database = f"bench_{n}"
+    url = pg.create_database(database)
+    dsn = pg.dsn(database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_DATABASE_URL=url, GATEWAY_HOST="127.0.0.1")
+    env.update(dict(kv.split("=", 1) for kv in args.env))
+    sandbox: Server | None = None
+    workers: list[Server] = []
+    with ExitStack() as stack:
+        redis = stack.enter_context(start_redis())
+        env["GATEWAY_REDIS_URL"] = redis.url
+        cli(env, "db", "upgrade")
+        if args.no_delivery:
+            env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        else:
+            sandbox_port = free_port()
+            sandbox = Server(
+                "sandbox", [str(BIN / "gateway"), "sandbox", "--port", str(sandbox_port)], env, tmp / "sandbox.log"
+            )
+            stack.callback(sandbox.stop)
+            sandbox.wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/u8/documents")
+            env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
+        auth = create_key(env)
+        ports = [free_port() for _ in range(args.servers)]
+        servers: list[Server] = []
+        for k, port in enumerate(ports):
+            server = Server(
+                f"gateway{k}", [str(BIN / "gateway"), "serve", "--port", str(port)], env, tmp / f"gateway{k}.log"
+            )
+            stack.callback(server.stop)
+            servers.append(server)
+        for server, port in zip(servers, ports, strict=True):
+            server.wait_http(f"http://127.0.0.1:{port}/health/live")
+        for k in range(0 if args.no_delivery else args.workers):
+            worker = Server(f"worker{k}", [str(BIN / "gateway"), "worker"], env, tmp / f"worker{k}.log")
+            stack.callback(worker.stop)
+            workers.append(worker)
+        if workers:
+            deadline = time.monotonic() + 60
+            check = [str(BIN / "gateway"), "worker", "--check"]
+            while subprocess.run(check, env=env, capture_output=True, check=False).returncode:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"no arq worker recorded its health within 60 s; see {tmp}/worker0.log")
+                time.sleep(0.5)
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        preflight_order(bases[0], preflight, auth)
+
+        profiler = profile_start(servers[0].proc.pid, args.profile, args) if args.profile else None
+        processes = {"sandbox": [sandbox] if sandbox else [], "workers": workers}
+
+        def cpu() -> dict[str, float]:
+            out = {"servers": [s.cpu_seconds() for s in servers], "postgres": pg.cpu_seconds()}
+            out.update({name: sum(p.cpu_seconds() for p in procs) for name, procs in processes.items()})
+            out["redis"] = proc_cpu_seconds(redis.process.pid) if redis.process else 0.0
+            return out
+
+        if args.pg_stats:
+            pg_statements(dsn, reset=True)
+        cpu0 = cpu()
+        result = run_load([f"{base}/v1/orders/taobao" for base in bases], bodies_file, args, auth)
+        cpu1 = cpu()
+        if args.pg_stats:
+            result["pg_statements"] = pg_statements(dsn)
+        if profiler is not None:
+            profile_stop(profiler)
+        result["server_cpu_each_s"] = [b - a for a, b in zip(cpu0["servers"], cpu1["servers"], strict=True)]
+        result["server_cpu_s"] = sum(result["server_cpu_each_s"])
+        for name in ("postgres", "redis", "sandbox", "workers"):
+            result[f"{name}_cpu_s"] = cpu1[name] - cpu0[name]  # type: ignore[operator]
+        result["db_after_run"] = pg_counts(dsn)
+        if args.drain and workers:
+            result["drain"] = wait_for_drain_pg(dsn, args.drain)
+            docs = httpx.get(f"{env['GATEWAY_SANDBOX_URL']}/_sandbox/u8/documents", timeout=60).json()["documents"]
+            codes = [d["code"] for d in docs if str(d.get("code", "")).startswith("GW")]
+            result["drain"].update(documents=len(codes), distinct_codes=len(set(codes)))
+        for server in servers:
+            server.stop()
+        for worker in workers:
+            worker.stop()
+        result["db_after_stop"] = pg_counts(dsn)
+        result["audit"] = audit_verify(env)
+    accepted = 1 + result["warmup"]["accepted_202"] + result["accepted_202"]
+    result["expected_orders"] = accepted
+    result["durable_ok"] = result["db_after_stop"]["orders"] == accepted and result["audit"]["ok"]
     result["mode"] = "no-delivery" if args.no_delivery else "delivery"
     return result
 
@@ -235,9 +455,12 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
 # --------------------------------------------------------------------------- report
 
 
+OUR_CPU = ("server", "loadgen", "sandbox", "postgres", "redis", "workers")
+
+
 def others_share(r: dict[str, Any]) -> float:
     """Share of the machine's CPUs used by processes outside the benchmark during its load."""
-    ours = r["server_cpu_s"] + r["loadgen_cpu_s"] + r.get("sandbox_cpu_s", 0.0)
+    ours = sum(r.get(f"{name}_cpu_s", 0.0) for name in OUR_CPU)
     wall = r["elapsed_s"] + r["warmup"]["elapsed_s"]
     return max(0.0, r["machine_cpu_s"] - ours) / (wall * (os.cpu_count() or 1))
 
@@ -266,7 +489,26 @@ def main() -> int:
     ap.add_argument(
         "--client", choices=("raw", "httpx"), default="raw", help="load generator client (see bench/loadgen.py)"
     )
-    ap.add_argument("--no-delivery", action="store_true", help="ERP URL on a closed port: deliveries fail fast")
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite", help="storage (default sqlite)")
+    ap.add_argument("--servers", type=int, help="gateway (and baseline) processes: SQLite 1, PostgreSQL 2")
+    ap.add_argument("--workers", type=int, default=1, help="PostgreSQL: arq delivery workers (default 1)")
+    ap.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="PostgreSQL: a server setting for a what-if run (e.g. synchronous_commit=off)",
+    )
+    ap.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="PostgreSQL: load pg_stat_statements and print each run's costliest statements",
+    )
+    ap.add_argument(
+        "--no-delivery",
+        action="store_true",
+        help="SQLite: ERP URL on a closed port, deliveries fail fast; PostgreSQL: no arq worker, no sandbox",
+    )
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--profile", type=Path, help="py-spy the first gateway run, save the raw profile here, print where")
     ap.add_argument(
@@ -284,22 +526,49 @@ def main() -> int:
         ap.error("--duration 1..600, --repeat 1..9")
     if any(not kv.startswith("GATEWAY_") or "=" not in kv for kv in args.env):
         ap.error("--env takes GATEWAY_NAME=value")
+    if any("=" not in kv for kv in args.pg_setting) or (args.pg_setting and args.database != "postgres"):
+        ap.error("--pg-setting takes NAME=value, with --database postgres")
+    if args.servers is None:
+        args.servers = 2 if args.database == "postgres" else 1
+    if not (1 <= args.servers <= 8 and 0 <= args.workers <= 8):
+        ap.error("--servers 1..8, --workers 0..8")
+    if args.database == "sqlite" and args.servers != 1:
+        ap.error("SQLite has one writer process: --servers 1 (use --database postgres for more)")
+    target_rps = TARGET_RPS[args.database]
 
     baselines: list[dict[str, Any]] = []
     gateways: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    pg: BenchPostgres | None = None
+    settings: dict[str, str] = {}
     try:
+        if args.database == "postgres":
+            extra = {"shared_preload_libraries": "pg_stat_statements"} if args.pg_stats else {}
+            pg = start_bench_postgres(extra | dict(kv.split("=", 1) for kv in args.pg_setting))
+            settings = pg_settings(pg.dsn("postgres"))
         bodies = build_bodies(args.warmup + args.requests + 1, first=1)
         preflight, bodies = bodies[0], bodies[1:]
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
-        mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
+        if pg is None:
+            mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
+            where = "SQLite, 1 gateway process"
+        else:
+            mode = (
+                "no-delivery (relays queue jobs in Redis, no worker)"
+                if args.no_delivery
+                else f"delivery ({args.workers} arq worker(s), sandbox U8 EAI)"
+            )
+            where = f"PostgreSQL + Redis, {args.servers} gateway processes"
         print(f"tree: {tree_state()}")
+        print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
         print(
             f"ingest: {args.repeat} x ({args.requests} timed + {args.warmup} warm-up requests),"
             f" {args.concurrency} connections, {len(bodies[0])}-byte Taobao orders, {args.client} client,"
-            f" mode {mode}; {os.cpu_count()} CPUs"
+            f" {where}, mode {mode}; {os.cpu_count()} CPUs"
         )
+        if settings:
+            print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         profile = args.profile
         for i in range(args.repeat):
             if not args.skip_baseline:
@@ -307,13 +576,23 @@ def main() -> int:
             run_dir = tmp / f"run{i + 1}"
             run_dir.mkdir()
             args.profile = profile if i == 0 else None  # one profile is enough, and it slows its run
-            gateways.append(run_gateway(bodies_file, preflight, run_dir, args))
+            if pg is None:
+                gateways.append(run_gateway(bodies_file, preflight, run_dir, args))
+            else:
+                gateways.append(run_gateway_pg(bodies_file, preflight, run_dir, args, pg, i + 1))
         args.profile = profile
     finally:
+        if pg is not None:
+            if args.keep:  # stopped, its folder (data, server.log) left in place
+                pg._run("pg_ctl", "-D", str(pg.data_dir), "-m", "fast", "-w", "stop")
+                print(f"kept {pg.root}")
+            else:
+                pg.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
     print(
         f"\n{'server':12} {'sent':>6} {'time':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
@@ -345,11 +624,19 @@ def main() -> int:
             for status, text in g["non_202_samples"].items():
                 print(f"  {status}: {text}")
         after, during = g["db_after_stop"], g["db_after_run"]
+        same = after["orders"] == g["expected_orders"]
         print(
             f"gateway #{i}: database holds {after['orders']} orders for {g['expected_orders']} answers of 202"
-            f" (warm-up and pre-flight included): {'OK' if g['durable_ok'] else 'MISMATCH'};"
-            f" at the end of the load {during['orders_by_state']}, outbox {during['outbox_by_state']}"
+            f" (warm-up and pre-flight included): {'OK' if same else 'MISMATCH'};"
+            f" at the end of the load {during['orders_by_state']}, outbox {during['outbox_by_state']};"
+            f" {g['audit']['line']}"
         )
+        for st in g.get("pg_statements", []):
+            query = " ".join(st["query"].split())
+            print(
+                f"  pg #{i}: {st['total_exec_time']:8.0f} ms {st['calls']:7d} calls"
+                f" {st['total_exec_time'] / max(st['calls'], 1) * 1000:7.0f} us/call  {query[:150]}"
+            )
         if "drain" in g:
             d = g["drain"]
             print(
@@ -357,16 +644,24 @@ def main() -> int:
                 f" ({d['per_s']:.0f}/s), {d['left']} left; the sandbox U8 holds {d['documents']} gateway"
                 f" documents under {d['distinct_codes']} codes"
             )
-    cpu = [("loadgen", gateway["loadgen_cpu_s"]), ("sandbox", gateway["sandbox_cpu_s"])]
+    names = [name for name in OUR_CPU if f"{name}_cpu_s" in gateway]
+    wall = gateway["elapsed_s"] + gateway["warmup"]["elapsed_s"]
+    orders = gateway["sent"] + gateway["warmup"]["sent"]
     print(
-        f"CPU in the median gateway run ({os.cpu_count()} CPUs): gateway {gateway['server_cpu_s']:.1f} s, "
-        + ", ".join(f"{name} {secs:.1f} s" for name, secs in cpu)
-        + f"; wall {gateway['elapsed_s'] + gateway['warmup']['elapsed_s']:.1f} s (warm-up + timed)"
+        f"CPU in the median gateway run ({os.cpu_count()} CPUs, wall {wall:.1f} s warm-up + timed, {orders} orders):"
+        + ", ".join(
+            f" {'gateway' if n == 'server' else n} {gateway[f'{n}_cpu_s']:.1f} s"
+            f" ({gateway[f'{n}_cpu_s'] / orders * 1000:.2f} ms/order)"
+            for n in names
+        )
+        + f", others {others_share(gateway) * wall * (os.cpu_count() or 1):.1f} s"
     )
-    ok_rps = gateway["rps"] >= TARGET_RPS
+    if "server_cpu_each_s" in gateway:
+        print("  per gateway process: " + ", ".join(f"{c:.1f} s" for c in gateway["server_cpu_each_s"]))
+    ok_rps = gateway["rps"] >= target_rps
     ok_p99 = gateway["p99_ms"] < TARGET_P99_MS
     print(
-        f"targets (median run): ≥ {TARGET_RPS:.0f} orders/s {'met' if ok_rps else 'NOT met'};"
+        f"targets (median run): ≥ {target_rps:.0f} orders/s {'met' if ok_rps else 'NOT met'};"
         f" p99 < {TARGET_P99_MS:.0f} ms {'met' if ok_p99 else 'NOT met'}"
     )
     if profile and profile.exists():
@@ -385,6 +680,7 @@ def main() -> int:
                     "machine": platform.machine(),
                     "cpus": os.cpu_count(),
                     "tree": tree_state(),
+                    "postgres_settings": settings,
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "baseline_runs": baselines,
                     "gateway_runs": gateways,

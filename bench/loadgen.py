@@ -5,6 +5,10 @@ sends the first ``--warmup`` of them untimed, then the rest over ``--concurrency
 connections, each body exactly once, stopping early at ``--duration`` seconds. Prints one JSON
 object: throughput, latency percentiles and every answer that was not a 202.
 
+With ``--url`` given more than once (several server processes, each on its own port) connection
+``i`` goes to URL ``i mod n``: the connections, and so the load, are spread evenly over them, as a
+round-robin load balancer in front of the processes would.
+
 Two clients, same protocol (HTTP/1.1 keep-alive, one request in flight per connection):
 
 * ``raw`` (default): a minimal HTTP/1.1 client on asyncio streams, about 0.1 ms of CPU per
@@ -13,7 +17,7 @@ Two clients, same protocol (HTTP/1.1 keep-alive, one request in flight per conne
   request and tops out near 550–650 requests/s at 32 connections against a trivial endpoint, so it
   measures itself rather than the server; kept for comparison.
 
-    BENCH_AUTH='Bearer …' .venv/bin/python bench/loadgen.py --url URL --bodies FILE
+    BENCH_AUTH='Bearer …' .venv/bin/python bench/loadgen.py --url URL [--url URL2 …] --bodies FILE
 """
 
 from __future__ import annotations
@@ -143,21 +147,26 @@ async def run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
         headers["Authorization"] = os.environ["BENCH_AUTH"]
     closers: list[Callable[[], Any]] = []
     if args.client == "raw":
-        conns = [RawConnection(args.url, headers, args.timeout) for _ in range(args.concurrency)]
+        urls = args.url
+        conns = [RawConnection(urls[i % len(urls)], headers, args.timeout) for i in range(args.concurrency)]
         senders: list[Send] = [c.send for c in conns]
         closers += [c.close for c in conns]
     else:
         import httpx
 
-        limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        client = httpx.AsyncClient(headers=headers, limits=limits, timeout=args.timeout)
+        per_url = max(1, args.concurrency // len(args.url))
+        limits = httpx.Limits(max_connections=per_url, max_keepalive_connections=per_url)
+        clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=args.timeout) for _ in args.url]
 
-        async def send(body: bytes) -> tuple[int, bytes]:
-            r = await client.post(args.url, content=body)
-            return r.status_code, r.content
+        def sender(client: httpx.AsyncClient, url: str) -> Send:
+            async def send(body: bytes) -> tuple[int, bytes]:
+                r = await client.post(url, content=body)
+                return r.status_code, r.content
 
-        senders = [send] * args.concurrency
-        closers.append(client.aclose)
+            return send
+
+        senders = [sender(clients[i % len(clients)], args.url[i % len(args.url)]) for i in range(args.concurrency)]
+        closers += [c.aclose for c in clients]
     try:
         warm = await send_all(senders, bodies[: args.warmup], time.monotonic() + args.duration)
         measured = await send_all(senders, bodies[args.warmup :], time.monotonic() + args.duration)
@@ -175,7 +184,7 @@ async def run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="fixed-concurrency HTTP load generator for bench/ingest.py")
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append", help="a server's URL; repeat for several servers")
     ap.add_argument("--bodies", required=True, help="file of request bodies, one compact JSON per line")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=300, help="bodies sent first, untimed")

@@ -17,6 +17,13 @@ from pathlib import Path
 # (bucket, marker functions): the first bucket with a marker on the stack takes the sample.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("delivery worker (embedded, same process)", ("deliver", "EmbeddedWorker._run", "EmbeddedWorker._run_one")),
+    ("outbox relay (due rows to arq)", ("OutboxRelay._run", "OutboxRelay.relay_once", "OutboxRelay._until_due")),
+    (
+        "PostgreSQL group commit (rows, statements, COMMIT)",
+        ("PgGroupCommitter._run", "PgGroupCommitter._write_group", "PgGroupCommitter._transaction"),
+    ),
+    ("PostgreSQL binding look-up", ("_Orders.find_binding",)),
+    ("grouped unit of work: recording the writes", ("_Orders.add", "_Payloads.put", "_Audit.append", "_Outbox.add")),
     ("auth guard (role_of)", ("role_of",)),
     ("JSON decode (decode_payload)", ("decode_payload",)),
     ("unknown_fields walk", ("CompiledDictionary.unknown_fields",)),

@@ -1,5 +1,5 @@
 """The processes a benchmark starts: servers on free loopback ports, each with its log, stopped
-gracefully; and py-spy attached to one of them."""
+gracefully; a throwaway PostgreSQL server with chosen settings; and py-spy attached to one of them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,38 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.support: the throwaway PostgreSQL and Redis servers
+
+from tests.support.postgres import PostgresServer, _os_user_prefix, find_bin_dir  # noqa: E402
+
 PROFILE_RATE = 250  # py-spy samples per second
+
+# The benchmark's PostgreSQL: durable (the server's defaults: fsync, synchronous_commit and
+# full_page_writes on), unlike the test suite's throwaway server. ``--pg-setting`` overrides these.
+PG_SETTINGS = {
+    "shared_buffers": "256MB",
+    "max_connections": "200",
+    "max_wal_size": "4GB",  # no checkpoint forced by WAL volume during a run
+    "checkpoint_timeout": "15min",
+}
+# Reported with every PostgreSQL run, whatever was set.
+PG_REPORTED = (
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "commit_delay",
+    "commit_siblings",
+    "wal_sync_method",
+    "wal_level",
+    "wal_buffers",
+    "wal_writer_delay",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "max_connections",
+    "server_version",
+)
 
 
 def free_port() -> int:
@@ -65,6 +96,77 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def proc_cpu_seconds(pid: int, *, reaped: bool = True) -> float:
+    """User + system CPU of one process; with ``reaped`` also that of its children it has waited
+    for (Linux /proc; 0 when gone or elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of ``root`` and every live descendant, plus what exited children had used."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += proc_cpu_seconds(pid)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+class BenchPostgres(PostgresServer):
+    """``tests.support.postgres.PostgresServer`` with the benchmark's settings (``PG_SETTINGS``)."""
+
+    settings: dict[str, str]
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
+        self.port = free_port()
+        argv = ["-D", str(self.data_dir), "-l", str(self.root / "server.log"), "-w", "-t", "60"]
+        options = f"-c port={self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} {options}"
+        self._run("pg_ctl", *argv, "-o", options, "start")
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def cpu_seconds(self) -> float:
+        """CPU of the postmaster and all its backends and helpers, exited ones included."""
+        return tree_cpu_seconds(self.postmaster_pid)
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+def start_bench_postgres(overrides: dict[str, str]) -> BenchPostgres:
+    """A durable throwaway PostgreSQL (``PG_SETTINGS`` updated with ``overrides``); ``stop()`` it."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="gw-bench-pg-"))
+    (root / "sock").mkdir()
+    server = BenchPostgres(bin_dir=find_bin_dir(), root=root, _as_user=_os_user_prefix(root))
+    server.settings = PG_SETTINGS | overrides
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def profile_start(pid: int, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:

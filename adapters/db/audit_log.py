@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, select, text
 
 from adapters.db.engine import Executor
 from adapters.db.tables import audit_head, audit_log
@@ -32,6 +32,13 @@ _SET_HEAD = (
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 )
 _INSERT = audit_log.insert()
+# PostgreSQL: the entry and the head's move in one statement, so the head row, locked from the
+# SELECT … FOR UPDATE to the COMMIT, waits for one round trip fewer (every other writer waits too).
+_INSERT_AND_SET_HEAD = text(
+    "WITH head AS (UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1)"
+    " INSERT INTO audit_log (seq, at, actor, action, subject_type, subject_id, data, prev_hash, hash)"
+    " VALUES (:seq, :at, :actor, :action, :subject_type, :subject_id, :data, :prev_hash, :hash)"
+)
 _AFTER = (
     select(audit_log)
     .where(audit_log.c.seq > bindparam("after_seq"))
@@ -93,6 +100,9 @@ class SqlAuditLog:
         head = (await self._conn.execute(_HEAD_LOCKED)).one()
         entry = seal(d, head.seq, head.hash)
         row = msgspec.structs.asdict(entry) | {"data": d.data_text}
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(_INSERT_AND_SET_HEAD, row)
+            return entry
         await self._conn.execute(_INSERT, row)
         await self._conn.execute(_SET_HEAD, {"new_seq": entry.seq, "new_hash": entry.hash})
         return entry

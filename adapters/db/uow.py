@@ -10,6 +10,7 @@ itself). ``write=False`` takes no lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +19,7 @@ from adapters.db.audit_log import SqlAuditLog
 from adapters.db.controls import SqlTargetControls
 from adapters.db.engine import Database, Executor
 from adapters.db.outbox import SqlOutbox
+from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
 from adapters.db.repositories import (
     SqlApiKeyRepository,
     SqlDeadLetterRepository,
@@ -121,6 +123,16 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.group_committer = PgGroupCommitter(db.engine) if db.dialect == "postgresql" else None
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.db, write=write)
+
+    @property
+    def group_commit(self) -> Callable[[], GroupedUnitOfWork] | None:
+        """PostgreSQL: units of work for intake whose writes are stored together with other
+        requests' (``pg_group.py``); None on SQLite, whose writer groups its commits itself."""
+        committer = self.group_committer
+        if committer is None:
+            return None
+        return lambda: GroupedUnitOfWork(self.db, committer)

@@ -13,7 +13,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from gateway.app.audit import AuditController, DeadLetterController
 from gateway.app.errors import EXCEPTION_HANDLERS
 from gateway.app.ops import OpsController
-from gateway.app.orders import OrderController
+from gateway.app.orders import OrderController, intake_wake
 from gateway.app.targets import TargetController
 from gateway.bootstrap import Container, build_container
 from gateway.clock import Clock
@@ -27,6 +27,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         container: Container = await build_container(settings, clock=clock)
         app.state.container = container
+        app.state.intake_wake = intake_wake(container)
         # Everything built so far (compiled dictionaries, SQLAlchemy's and Litestar's tables) lives
         # as long as the process: keep it out of the cyclic GC's full collections, which otherwise
         # stop the event loop for 50 ms and more now and then (the p99 of intake). Collect first,

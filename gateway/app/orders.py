@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -17,6 +19,46 @@ from gateway.pii import mask_order
 _READERS = ("wms", "erp", "it", "auditor")
 _PLATFORMS = frozenset({"platform"})
 _json = msgspec.json.Encoder().encode
+
+# How often intake may wake the outbox relay (with Redis). Each relay pass reads up to 500 due rows
+# (and PostgreSQL plans that query badly on a fast-growing outbox); woken by each of several
+# hundred orders a second, it read them back to back, a quarter of the process's CPU
+# (docs/benchmarks.md). A relayed job waits for arq's 0.1 s poll and an ERP call anyway.
+RELAY_WAKE_INTERVAL_S = 0.25
+
+
+class CoalescedWake:
+    """Calls ``wake`` at once, then at most once per ``interval_s``: calls within the interval
+    become one call at its end, so every call is followed by a wake within ``interval_s``."""
+
+    def __init__(self, wake: Callable[[], None], interval_s: float) -> None:
+        self._wake = wake
+        self._interval = interval_s
+        self._last = float("-inf")
+        self._pending: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        if self._pending is not None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last + self._interval
+        if loop.time() >= due:
+            self._fire()
+        else:
+            self._pending = loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._last = asyncio.get_running_loop().time()
+        self._wake()
+
+
+def intake_wake(container: Any) -> Callable[[], None]:
+    """What intake calls after a 202: the embedded worker's wake as it is (it coalesces itself),
+    the relay's through ``CoalescedWake``."""
+    if container.worker is not None:
+        return container.wake_delivery
+    return CoalescedWake(container.wake_delivery, RELAY_WAKE_INTERVAL_S)
 
 
 class OrderController(Controller):
@@ -46,7 +88,7 @@ class OrderController(Controller):
         c.metrics.count_intake(platform, result.outcome)
         c.metrics.intake_seconds.observe(time.perf_counter() - started)
         if result.status_code == 202:
-            c.wake_delivery()
+            request.app.state.intake_wake()
         # Encoded here, once, rather than handed to Litestar's serialisation as a dict.
         return Response(_json(result.body), status_code=result.status_code, media_type=MediaType.JSON)
 
