@@ -28,7 +28,7 @@ from gateway.auth import KeyCache
 from gateway.circuit import CircuitBoard, Circuits, CircuitState
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, TargetConfig, load_config
-from gateway.delivery import DeliveryDeps
+from gateway.delivery import LEASE_MARGIN_S, DeliveryDeps
 from gateway.errors import ConfigError
 from gateway.limits import (
     ConcurrencyLimiter,
@@ -179,6 +179,15 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
     circuit_configs = {n: t.circuit for n, t in config.targets.items()}
     c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
     c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
+    for name, t in config.targets.items():
+        if settings.lease_seconds < t.timeout_s + t.connect_timeout_s + LEASE_MARGIN_S:
+            log.warning(
+                "the delivery lease is shorter than the ERP's timeout: slow answers end as unknown outcomes",
+                target=name,
+                lease_seconds=settings.lease_seconds,
+                timeout_s=t.timeout_s + t.connect_timeout_s,
+                hint="Raise GATEWAY_LEASE_SECONDS above the target's timeout_s + connect_timeout_s",
+            )
     limits = {n: t.limits for n, t in config.targets.items()}
     if settings.redis_url:
         c.redis = redis_client(settings.redis_url)

@@ -42,6 +42,9 @@ from gateway.runtime import Runtime
 
 log = get_logger("gateway.delivery")
 
+LEASE_MARGIN_S = 0.5
+"""Time kept back from the lease for recording the result after the ERP call."""
+
 
 @dataclass
 class DeliveryDeps:
@@ -117,38 +120,56 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     if deps.lines is not None and deps.lines.is_stopped(lease.target):
         delay = deps.lines.defer_s(lease.target) * (0.75 + 0.5 * deps.rng.random())
         return await _defer(lease, deps, delay, "line_stopped")
-    board = deps.circuits
-    ticket: Pass | None = None
-    if board is not None:
-        try:
-            ticket = await board.allow(lease.target)
-        except LimitsUnavailableError:
-            return await _defer(lease, deps, 1.0, "circuit_unavailable")
-        if not ticket.allowed:
-            return await _defer(lease, deps, max(ticket.retry_after, 0.05), "circuit_open")
+    # The permit first, then the circuit: a job may wait for a permit, and the circuit may open
+    # meanwhile; asked last, it stops every call that has not started yet.
     try:
         permit, wait = await _take_permit(lease.target, deps)
     except LimitsUnavailableError:
         permit, wait = None, 1.0
     if permit is None:
-        await _report(lease.target, deps, ticket, "cancelled")
         return await _defer(lease, deps, wait, "no_permit")
+    board = deps.circuits
+    ticket: Pass | None = None
+    if board is not None:
+        refused: tuple[float, str] | None = None
+        try:
+            ticket = await board.allow(lease.target)
+            if not ticket.allowed:
+                refused = (max(ticket.retry_after, 0.05), "circuit_open")
+        except LimitsUnavailableError:
+            refused = (1.0, "circuit_unavailable")
+        if refused is not None:
+            await _release(deps, permit)
+            return await _defer(lease, deps, *refused)
+    # The ERP call must end, with an answer or as an unknown outcome, while the lease still holds:
+    # a call cut off by the lease's end would record nothing, and one that always takes longer
+    # than the lease would be taken over again and again without ever counting as an attempt.
+    budget = (lease.lease_expires_at - deps.clock.now()).total_seconds() - LEASE_MARGIN_S
+    if budget <= 0:  # the wait for a permit used the lease up: no call, no attempt
+        await _report(lease.target, deps, ticket, "cancelled")
+        await _release(deps, permit)
+        return await _defer(lease, deps, 0.05, "lease_used_up")
     started = time.perf_counter()
     receipt: ErpReceipt | None = None
     looked_up = False
     reported: CallOutcome | None = None
     try:
-        if _outcome_unknown(lease):
-            looked_up = True
-            receipt = await adapter.lookup(doc)
-        if receipt is None and exhausted(target.retry, lease.attempts + interrupted(lease)):
-            reported = "cancelled"
-            await _report(lease.target, deps, ticket, reported)
-            return await _dead(
-                lease, deps, _interrupted_error(lease), code=doc.code, attempts=lease.attempts + interrupted(lease)
-            )
-        if receipt is None:
-            receipt = await adapter.submit(doc)
+        async with asyncio.timeout(max(budget, 0.0)):
+            if _outcome_unknown(lease):
+                looked_up = True
+                receipt = await adapter.lookup(doc)
+            if receipt is None and exhausted(target.retry, lease.attempts + interrupted(lease)):
+                reported = "cancelled"
+                await _report(lease.target, deps, ticket, reported)
+                return await _dead(
+                    lease, deps, _interrupted_error(lease), code=doc.code, attempts=lease.attempts + interrupted(lease)
+                )
+            if receipt is None:
+                receipt = await adapter.submit(doc)
+    except TimeoutError:
+        reported = "failure"
+        await _report(lease.target, deps, ticket, reported)
+        return await _retry(lease, deps, _lease_ran_out(budget), code=doc.code)
     except PermanentError as exc:
         # A business rejection proves the ERP is up: a success for the circuit.
         reported = "success"
@@ -162,13 +183,26 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
         if reported is None and receipt is None:
             # Cancelled or crashed before an answer: give a half-open probe slot back.
             await _report(lease.target, deps, ticket, "cancelled")
-        if deps.limiter is not None:
-            await deps.limiter.release(permit)
+        await _release(deps, permit)
         if deps.metrics:
             deps.metrics.child(deps.metrics.delivery_seconds, lease.target).observe(time.perf_counter() - started)
     await _report(lease.target, deps, ticket, "success")
     return await _record_success(
         lease, deps, receipt, doc.code, found_by_lookup=looked_up, accepted_at=order.created_at
+    )
+
+
+async def _release(deps: DeliveryDeps, permit: Permit) -> None:
+    if deps.limiter is not None:
+        await deps.limiter.release(permit)
+
+
+def _lease_ran_out(budget: float) -> UnknownOutcomeError:
+    return UnknownOutcomeError(
+        f"the ERP did not answer within the {max(budget, 0.0):.1f} s left on the delivery's lease; "
+        "it may have stored the document, so it is looked up before the next attempt",
+        f"ERP 未在投递租约剩余的 {max(budget, 0.0):.1f} 秒内应答；单据可能已保存，下次尝试前先查询",
+        hint="Raise GATEWAY_LEASE_SECONDS above the target's timeout_s + connect_timeout_s",
     )
 
 

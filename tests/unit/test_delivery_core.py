@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -222,3 +223,39 @@ async def test_a_replay_starts_the_count_of_interrupted_claims_afresh(runtime) -
     (replayed,) = await _claim(uow, clock)
     assert await deliver(replayed, deps) == "delivered"
     assert erp.calls == ["lookup", "submit"]  # the last claim looked it up (nothing): the replay sends once
+
+
+class SlowErp(FakeErp):
+    """Answers only after ``delay`` real seconds (and stores the document when it does)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def submit(self, doc: ErpDocument) -> ErpReceipt:
+        self.calls.append("submit")
+        await asyncio.sleep(self.delay)
+        self.documents[doc.code] = doc
+        return ErpReceipt(document_no=doc.code)
+
+
+async def test_an_erp_call_longer_than_the_lease_ends_as_an_unknown_outcome_within_it(runtime) -> None:
+    """An ERP slower than the lease must not be cut off by the lease's end with nothing recorded
+    (it would be taken over for ever without counting an attempt): the call is given the time
+    left on the lease, less a margin, and then counts as an attempt whose outcome is unknown."""
+    erp = SlowErp(delay=30)
+    uow, clock, deps, gid = await _setup(runtime, erp)
+    async with uow() as u:
+        (lease,) = await u.outbox.claim(owner="t", now=clock.now(), lease_seconds=0.8, limit=1)
+        await u.commit()
+    assert await asyncio.wait_for(deliver(lease, deps), timeout=5) == "unknown_outcome"
+    async with uow(write=False) as u:
+        row = u.outbox._s.outbox[lease.id]
+    assert (row.state, row.attempts, row.state_data["outcome_unknown"]) == ("pending", 1, True)
+    timeline = [t.kind for t in await _timeline(uow, gid)]
+    assert timeline[-1] == "erp.unknown_outcome"
+
+
+async def _timeline(uow, gid):
+    async with uow(write=False) as u:
+        return await u.orders.timeline(gid)
