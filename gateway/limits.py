@@ -7,16 +7,21 @@ Two ports, each with two implementations:
   the delivering;
 * ``adapters/redis/limits.py``, shared through Redis by every worker on every machine.
 
-Both are non-blocking: a caller that gets no permit or a wait time reschedules or sleeps; nothing
-here waits in a queue. A permit carries a lease: one its holder never releases (the worker was
-SIGKILLed mid-call) frees itself after ``permit_ttl_s``, so the TTL must exceed the longest ERP
-call (``timeout_s + connect_timeout_s`` of the target).
+Both are non-blocking: a caller that gets no permit or a wait time reschedules or sleeps. The
+one exception is ``PermitQueue``, put in front of either by the delivering processes: the callers
+of one process wait there in line, and a permit released in the process goes to the first of them
+at once. A permit carries a lease: one its holder never releases (the worker was SIGKILLed
+mid-call) frees itself after ``permit_ttl_s``, so the TTL must exceed the longest ERP call
+(``timeout_s + connect_timeout_s`` of the target).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Annotated, Generic, Protocol, TypeVar
 
@@ -163,6 +168,94 @@ class InProcessRateLimiter(_InProcess[tuple[float, float]]):
         bucket, wait = take_token(self._state.get(target), self._clock(), cfg.rate_per_s, cfg.burst)
         self._state[target] = bucket
         return wait
+
+
+class PermitQueue:
+    """A ``ConcurrencyLimiter`` in front of another one that lets a caller wait for a permit, first
+    come first served, instead of getting None at once.
+
+    Without it a caller that finds every permit out polls (``deliver`` sleeps 50 ms between
+    tries), so a permit freed just after a poll stays unused until the next one — with ERP calls
+    of 20 ms that is most of a call — and any newcomer may take it first. Here the callers of one
+    process queue per target: a permit released through this object goes at once to the head of
+    the queue, and only the head asks the inner limiter again every ``poll_s``, for permits freed
+    elsewhere (another process sharing the Redis limiter, a permit whose TTL ran out). A caller
+    still waiting after ``wait_s`` gets None, as from any limiter.
+
+    Args:
+        inner: The limiter that holds the permits (in-process or Redis).
+        wait_s: The longest a caller waits; 0 asks once, like ``inner``.
+        poll_s: How often the head of a queue asks ``inner`` while it waits.
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        inner: ConcurrencyLimiter,
+        *,
+        wait_s: float,
+        poll_s: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self._clock = clock
+        self._queues: dict[str, deque[_Waiter]] = {}
+
+    def waiting(self, target: str) -> int:
+        """Callers of this process waiting for a permit for ``target``."""
+        return len(self._queues.get(target, ()))
+
+    async def acquire(self, target: str) -> Permit | None:
+        queue = self._queues.setdefault(target, deque())
+        if not queue:  # nobody waits: a free permit is this caller's
+            permit = await self.inner.acquire(target)
+            if permit is not None or self.wait_s <= 0:
+                return permit
+        loop = asyncio.get_running_loop()
+        me = _Waiter(loop)
+        queue.append(me)
+        deadline = self._clock() + self.wait_s
+        try:
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return None
+                # A bare future rather than an Event: a hand-off wakes this task directly, not
+                # through helper tasks that each wait for their turn in the event loop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, self.poll_s) if queue[0] is me else remaining):
+                        await me.future
+                me.future = loop.create_future()
+                if queue[0] is me:  # handed a released permit, or the head's turn to poll
+                    permit = await self.inner.acquire(target)
+                    if permit is not None:
+                        return permit
+        finally:
+            was_head = queue[0] is me
+            queue.remove(me)
+            if was_head and queue:
+                queue[0].wake()  # the next in line is the head now: it tries at once, then polls
+
+    async def release(self, permit: Permit) -> None:
+        await self.inner.release(permit)
+        queue = self._queues.get(permit.target)
+        if queue:
+            queue[0].wake()
+
+
+class _Waiter:
+    """One caller waiting in a ``PermitQueue``; ``wake`` ends its current wait."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 def take_token(

@@ -12,6 +12,7 @@ It runs in every ``gateway worker`` and in ``gateway serve`` when Redis is confi
 after intake commits, and otherwise every ``idle_poll_s`` or when the next row falls due. A job
 it already offered is offered again only after ``reoffer_s`` — so a Redis restart that lost the
 queue is healed from the outbox within that time, and a busy backlog is not re-sent every tick.
+Wakes that come faster than ``min_interval_s`` (a burst of retries) are served by one pass.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class OutboxRelay:
         batch: int = 500,
         idle_poll_s: float = 1.0,
         reoffer_s: float = 10.0,
+        min_interval_s: float = 0.1,
         monotonic=time.monotonic,  # noqa: ANN001 - a fake clock in tests
     ) -> None:
         self.uow_factory = uow_factory
@@ -52,6 +54,7 @@ class OutboxRelay:
         self.batch = batch
         self.idle_poll_s = idle_poll_s
         self.reoffer_s = reoffer_s
+        self.min_interval_s = min_interval_s
         self._monotonic = monotonic
         self._offered: dict[str, float] = {}  # job id → when it was last offered
         self._wake = asyncio.Event()
@@ -95,6 +98,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         while True:
             self._wake.clear()  # before reading: a wake from now on is not lost
+            started = self._monotonic()
             try:
                 await self.relay_once()
                 timeout = await self._until_due()
@@ -106,6 +110,12 @@ class OutboxRelay:
                 timeout = self.idle_poll_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            # Woken early: wakes closer together than min_interval_s make one pass. Every
+            # deferred or rescheduled delivery wakes its worker's relay, and each pass reads up to
+            # ``batch`` due rows: one pass per wake would cost more than the deliveries.
+            rest = self.min_interval_s - (self._monotonic() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     async def _until_due(self) -> float:
         """Sleep until the next row falls due (a future one), at most ``idle_poll_s``."""

@@ -7,6 +7,13 @@ It claims due outbox rows with a lease and runs ``gateway.delivery.deliver`` on 
 it waits ``coalesce_s`` first, so a burst of accepted orders costs one claim, not one per order.
 Otherwise it sleeps until the next row is due. A row whose lease expires — the process died
 mid-call — is claimed again, and ``deliver`` looks the document up before sending it again.
+
+When the deps carry a concurrency limiter, the limiter bounds the calls at the ERP and the worker
+admits two documents per target and ERP slot: while one is at the ERP (or records its outcome),
+the next is read, rendered and waiting in a ``PermitQueue`` that hands it the released permit at
+once. So the ERP's slots do not sit idle while a finished delivery commits and the next one reads
+its order. While every target's line is stopped the worker claims nothing (each claim would only
+be deferred again) until a resume wakes it.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import asyncio
 import contextlib
 import os
 import socket
+from dataclasses import replace
 from datetime import timedelta
 
 from gateway.delivery import DeliveryDeps, deliver
+from gateway.limits import PermitQueue
 from gateway.logging import get_logger
 
 log = get_logger("gateway.worker")
@@ -33,7 +42,16 @@ class EmbeddedWorker:
         idle_poll_s: float = 1.0,
         claim_batch: int | None = None,
         coalesce_s: float = 0.005,
+        permit_wait_s: float = 2.0,
     ) -> None:
+        per_slot = 1  # documents admitted per target for each of its ERP slots
+        if deps.limiter is not None:
+            wait = max(deps.permit_wait_s, permit_wait_s)
+            deps = replace(deps, limiter=PermitQueue(deps.limiter, wait_s=wait), permit_wait_s=wait)
+            # One at the ERP and one ready for its permit (or recording its outcome). Not more:
+            # a document waiting for a permit is past the stop-the-line check, so after the line
+            # stops, the ones already waiting still go out.
+            per_slot = 2
         self.deps = deps
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds = lease_seconds
@@ -43,7 +61,8 @@ class EmbeddedWorker:
         self.claims = 0  # claim queries run, for tests and the curious
         self._free = concurrency
         self._target_limits = {
-            name: asyncio.Semaphore(max(1, t.limits.concurrency)) for name, t in deps.runtime.config.targets.items()
+            name: asyncio.Semaphore(max(1, t.limits.concurrency) * per_slot)
+            for name, t in deps.runtime.config.targets.items()
         }
         self._wake = asyncio.Event()  # new rows, or a finished delivery that may unblock its order's next row
         self._room = asyncio.Event()  # a slot came free
@@ -80,6 +99,9 @@ class EmbeddedWorker:
             await self._wait_for_room()
             if self._stopping:
                 return
+            if self._every_line_stopped():
+                await self._idle()  # a resume wakes the worker
+                continue
             asked = self._free
             try:
                 claimed = await self._claim(asked)
@@ -88,6 +110,15 @@ class EmbeddedWorker:
                 claimed = 0
             if claimed < asked:  # everything due is claimed: sleep until more is
                 await self._sleep_until_due()
+
+    def _every_line_stopped(self) -> bool:
+        lines, targets = self.deps.lines, self.deps.runtime.config.targets
+        return lines is not None and bool(targets) and all(lines.is_stopped(name) for name in targets)
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
 
     async def _wait_for_room(self) -> None:
         while self._free < self.claim_batch and self._tasks and not self._stopping:

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 15
+RIDE_OUT_RETRIES = 60  # ~1 s apart: a worker waits about a minute for a restarted Redis, then gives up
 
 
 def redis_client(
@@ -68,6 +69,7 @@ def arq_settings(
     connect_timeout_s: int = int(CONNECT_TIMEOUT_S),
     conn_retries: int = 5,
     conn_retry_delay_s: int = 1,
+    ride_out_restarts: bool = False,
 ) -> RedisSettings:
     """arq's connection settings for ``url``.
 
@@ -75,13 +77,26 @@ def arq_settings(
     but keeps arq's defaults for the rest (a 1 s connect timeout); ours are set here. arq retries
     the first connection ``conn_retries`` times, so a worker started together with Redis (as in
     docker compose) waits for it instead of exiting.
+
+    ``ride_out_restarts`` is for an arq ``Worker``'s own pool: arq's poll loop does not catch
+    Redis errors, so without it a Redis restart ends the worker process. With it every command
+    reconnects and retries for about a minute (``RIDE_OUT_RETRIES``) before the error gets
+    through. Not for pools that must fail fast (the relay's, readiness checks): they would hang.
     """
-    return dataclasses.replace(
+    settings = dataclasses.replace(
         RedisSettings.from_dsn(url),
         conn_timeout=connect_timeout_s,
         conn_retries=conn_retries,
         conn_retry_delay=conn_retry_delay_s,
     )
+    if ride_out_restarts:
+        settings = dataclasses.replace(
+            settings,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RIDE_OUT_RETRIES),  # 0.1, 0.2, 0.4, 0.8, 1, 1 … s
+            # OSError too: a refused reconnect is raised as one inside redis-py's retry loop.
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        )
+    return settings
 
 
 def describe(url: str) -> str:

@@ -157,8 +157,13 @@ class U8Store:
             if name not in ("csocode", "code") or operation != "=":
                 raise SaleOrderRejected(f"不支持的查询条件[{field.get('name', '')} {operation}]")
             wanted.append(field.get("value", ""))
-        orders = list(self.orders.values())
-        return [o for o in orders if all(o.code.casefold() == w.casefold() for w in wanted)]
+        if not wanted:
+            return list(self.orders.values())
+        # By key, as U8 finds a code through its unique index: a scan of every order would make
+        # each look-up cost the simulator milliseconds once it holds tens of thousands of them.
+        codes = {w.casefold() for w in wanted}
+        found = self.orders.get(codes.pop()) if len(codes) == 1 else None
+        return [found] if found is not None else []
 
     def documents(self) -> list[dict[str, Any]]:
         return [_as_document(order) for order in self.orders.values()]
@@ -243,9 +248,7 @@ def _now() -> str:
 
 def _as_document(order: SaleOrder) -> dict[str, Any]:
     """An order for ``GET /_sandbox/u8/documents``: U8 field names, amounts as JSON numbers."""
-    header = {
-        tag: (_json_number(value) if tag in NUMERIC_HEADER else value) for tag, value in order.header.items()
-    }
+    header = {tag: (_json_number(value) if tag in NUMERIC_HEADER else value) for tag, value in order.header.items()}
     doc: dict[str, Any] = {tag: header.get(tag) for tag in ("code", "custcode", "deptcode", "typecode")}
     doc.update({tag: header.get(tag) for tag in ("date", "maker", "memo")})
     doc.update(header)

@@ -255,10 +255,9 @@ async def test_migrations_match_the_tables(storage):
         pytest.skip("no schema in memory")
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     from adapters.db.tables import metadata
-
-    from alembic.script import ScriptDirectory
 
     config = alembic_config(storage.url)
     assert config.get_main_option("script_location").endswith("migrations")

@@ -113,3 +113,33 @@ async def test_an_open_circuit_defers_and_business_rejections_keep_it_closed(run
     (probe,) = await _claim(uow, clock)
     assert probe.attempts == 1  # the deferral counted no attempt
     assert await deliver(probe, deps) == "retry" and breaker.state == "open"
+
+
+async def test_a_burst_of_wakes_costs_a_few_relay_passes() -> None:
+    import asyncio
+
+    uow, clock, queue = FakeUnitOfWorkFactory(), FakeClock(), FakeQueue()
+    relay = OutboxRelay(uow, queue, clock, idle_poll_s=10, min_interval_s=0.1)
+    passes = 0
+    relay_once = relay.relay_once
+
+    async def counted() -> int:
+        nonlocal passes
+        passes += 1
+        return await relay_once()
+
+    relay.relay_once = counted  # type: ignore[method-assign]
+    relay.start()
+    try:
+        for _ in range(50):  # every deferred or rescheduled delivery wakes the relay
+            relay.wake()
+            await asyncio.sleep(0.004)
+        row = await _outbox_row(uow, clock, 1)
+        relay.wake()
+        async with asyncio.timeout(2):
+            while not queue.jobs:  # noqa: ASYNC110 - the fake queue has no event
+                await asyncio.sleep(0.01)
+    finally:
+        await relay.stop()
+    assert list(queue.jobs.values()) == [row]  # a wake is never lost
+    assert passes <= 6  # ~0.25 s of wakes at one pass per 0.1 s, not 50 passes

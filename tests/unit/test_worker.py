@@ -132,3 +132,61 @@ async def test_stop_does_not_wait_for_a_batch_of_free_slots(runtime) -> None:
     await worker.stop(grace_s=5)
     assert time.monotonic() - started < 1.0  # the in-flight calls finish; nothing new is claimed
     assert len(erp.documents) == 2 and not worker.running
+
+
+async def test_with_a_limiter_the_next_documents_wait_for_a_permit_instead_of_being_deferred(runtime) -> None:
+    from gateway.limits import InProcessConcurrencyLimiter, LimitsConfig
+
+    uow, erp, clock = FakeUnitOfWorkFactory(), SlowErp(delay_s=0.02), SystemClock()
+    limiter = InProcessConcurrencyLimiter({"u8-demo": LimitsConfig(concurrency=2)})
+    deps = DeliveryDeps(
+        uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock, rng=random.Random(1), limiter=limiter
+    )
+    worker = EmbeddedWorker(deps, concurrency=16, lease_seconds=60)
+    orders = bodies(24)
+    for body in orders:
+        await accept_order(
+            "taobao", body, shop_header=None, uow_factory=uow, runtime=runtime, clock=clock, max_bytes=1 << 20
+        )
+    in_progress = 0
+
+    def leased() -> bool:
+        nonlocal in_progress
+        in_progress = max(in_progress, sum(row.state == "leased" for row in uow.state.outbox.values()))
+        return len(erp.documents) == len(orders)
+
+    worker.start()
+    try:
+        await _until(leased)
+    finally:
+        await worker.stop()
+    assert erp.peak == 2  # the limiter holds the ERP at its limit…
+    assert in_progress > 2  # …while the next documents are already claimed, read and waiting
+    # Every row was claimed once and delivered on that claim: none was put back for want of a permit.
+    assert {(row.state, row.token) for row in uow.state.outbox.values()} == {("done", 1)}
+
+
+async def test_while_every_line_is_stopped_the_worker_claims_nothing_until_a_resume(runtime) -> None:
+    from gateway.lines import StopLines
+
+    uow, erp, clock = FakeUnitOfWorkFactory(), SlowErp(delay_s=0), SystemClock()
+    lines = StopLines(runtime.config.targets, uow, clock)
+    lines.stopped = {"u8-demo"}
+    deps = DeliveryDeps(
+        uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock, rng=random.Random(1), lines=lines
+    )
+    worker = EmbeddedWorker(deps, concurrency=8, lease_seconds=60, idle_poll_s=0.05)
+    worker.start()
+    try:
+        for body in bodies(5):
+            await accept_order(
+                "taobao", body, shop_header=None, uow_factory=uow, runtime=runtime, clock=clock, max_bytes=1 << 20
+            )
+            worker.wake()
+        await asyncio.sleep(0.2)  # several idle polls and wake-ups
+        assert worker.claims == 0 and not erp.documents
+        lines.stopped = set()
+        worker.wake()  # what the resume does (StopLines calls on_resume)
+        await _until(lambda: len(erp.documents) == 5)
+    finally:
+        await worker.stop()
