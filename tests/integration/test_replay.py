@@ -46,6 +46,27 @@ def _dead_order(gw: RunningGateway, sandbox: RunningSandbox) -> tuple[str, dict[
     return r.json()["id"], letter
 
 
+MEMO = ('seller_memo = { path = "seller_memo", transform = "raw_text" }', 'seller_memo = { default = "按新字典" }')
+BAD_SKU = (
+    'merchant_sku = { path = ["outer_sku_id", "outer_iid"], transform = "text" }',
+    'merchant_sku = { default = "NO-SUCH-SKU" }',
+)
+
+
+def _dead_then_republished(
+    sandbox: RunningSandbox, tmp_path: Path, mappings: Path, monkeypatch, edit: tuple[str, str], version: str
+) -> tuple[dict[str, str], str, dict[str, Any], dict[str, Any]]:
+    """An order dead-lettered under the first dictionary; then IT publishes ``version`` with
+    ``edit`` and the gateway is restarted with it. Returns its environment, the order id, the
+    dead letter and the order as it was."""
+    env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(_config(tmp_path, sandbox, mappings)))
+    with run_gateway(env, monkeypatch) as gw:
+        gid, letter = _dead_order(gw, sandbox)
+        first = gw.order(gid)
+    _edit_dictionary(mappings, *edit, version)
+    return env, gid, letter, first
+
+
 @pytest.fixture
 def mappings(tmp_path: Path) -> Path:
     copy = tmp_path / "mappings"
@@ -56,17 +77,8 @@ def mappings(tmp_path: Path) -> Path:
 def test_replay_with_the_first_dictionary_keeps_the_order_and_sends_one_document(
     sandbox: RunningSandbox, tmp_path: Path, mappings: Path, monkeypatch
 ) -> None:
-    env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(_config(tmp_path, sandbox, mappings)))
-    with run_gateway(env, monkeypatch) as gw:
-        gid, letter = _dead_order(gw, sandbox)
-        first = gw.order(gid)
     # IT publishes a new dictionary version; the gateway restarts with it.
-    _edit_dictionary(
-        mappings,
-        'seller_memo = { path = "seller_memo", transform = "raw_text" }',
-        'seller_memo = { default = "按新字典" }',
-        "2",
-    )
+    env, gid, letter, first = _dead_then_republished(sandbox, tmp_path, mappings, monkeypatch, MEMO, "2")
     with run_gateway(env, monkeypatch) as gw:
         with gw.client("it") as c:
             r = c.post(f"/v1/dead-letters/{letter['id']}/replay")  # no body: the first dictionary
@@ -87,16 +99,7 @@ def test_replay_with_the_first_dictionary_keeps_the_order_and_sends_one_document
 def test_replay_with_the_current_dictionary_maps_the_raw_payload_again(
     sandbox: RunningSandbox, tmp_path: Path, mappings: Path, monkeypatch
 ) -> None:
-    env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(_config(tmp_path, sandbox, mappings)))
-    with run_gateway(env, monkeypatch) as gw:
-        gid, letter = _dead_order(gw, sandbox)
-        first = gw.order(gid)
-    _edit_dictionary(
-        mappings,
-        'seller_memo = { path = "seller_memo", transform = "raw_text" }',
-        'seller_memo = { default = "按新字典" }',
-        "2",
-    )
+    env, gid, letter, first = _dead_then_republished(sandbox, tmp_path, mappings, monkeypatch, MEMO, "2")
     with run_gateway(env, monkeypatch) as gw:
         with gw.client("it") as c:
             bad = c.post(f"/v1/dead-letters/{letter['id']}/replay", content=b'{"dictionary": "newest"}')
@@ -123,17 +126,8 @@ def test_replay_with_the_current_dictionary_maps_the_raw_payload_again(
 def test_replay_refused_when_the_current_dictionary_breaks_a_rule(
     sandbox: RunningSandbox, tmp_path: Path, mappings: Path, monkeypatch
 ) -> None:
-    env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(_config(tmp_path, sandbox, mappings)))
-    with run_gateway(env, monkeypatch) as gw:
-        gid, letter = _dead_order(gw, sandbox)
-        first = gw.order(gid)
     # A dictionary mistake: every SKU read from a field that does not exist in the value tables.
-    _edit_dictionary(
-        mappings,
-        'merchant_sku = { path = ["outer_sku_id", "outer_iid"], transform = "text" }',
-        'merchant_sku = { default = "NO-SUCH-SKU" }',
-        "3",
-    )
+    env, gid, letter, first = _dead_then_republished(sandbox, tmp_path, mappings, monkeypatch, BAD_SKU, "3")
     with run_gateway(env, monkeypatch) as gw:
         with gw.client("it") as c:
             r = c.post(f"/v1/dead-letters/{letter['id']}/replay", json={"dictionary": "current"})
