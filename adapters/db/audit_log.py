@@ -26,11 +26,7 @@ _encoder = msgspec.json.Encoder(order="sorted")
 
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()
-_SET_HEAD = (
-    audit_head.update()
-    .where(audit_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-)
+_SET_HEAD = audit_head.update().where(audit_head.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 _INSERT = audit_log.insert()
 # PostgreSQL: the entry and the head's move in one statement, so the head row, locked from the
 # SELECT … FOR UPDATE to the COMMIT, waits for one round trip fewer (every other writer waits too).
@@ -138,9 +134,7 @@ class SqlAuditLog:
             if head.seq > checked:
                 if await self.list(after_seq=checked, limit=1):
                     continue
-                return ChainCheck(
-                    ok=False, checked=checked, broken_at=checked + 1, reason="entries missing at the end"
-                )
+                return ChainCheck(ok=False, checked=checked, broken_at=checked + 1, reason="entries missing at the end")
             if head.seq < checked:
                 return ChainCheck(
                     ok=False, checked=checked, broken_at=head.seq + 1, reason="entries beyond the chain head"

@@ -39,7 +39,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.db.audit_log import Draft, draft, seal
-from adapters.db.repositories import PAYLOAD_ZLIB_LEVEL, SqlOrderRepository, utcnow
+from adapters.db.repositories import PAYLOAD_ZLIB_LEVEL, SqlOrderRepository, binding_from_row, utcnow
 from gateway.errors import Conflict
 from gateway.ports import Binding, InterceptRecord, OrderRecord, OrderState
 
@@ -422,17 +422,7 @@ class _Orders:
             await conn.close()
         if row is None:
             return None
-        order_id, version, sha, target, document_no = row
-        return Binding(
-            order_id=order_id,
-            platform=platform,
-            shop_id=shop_id,
-            platform_order_id=platform_order_id,
-            platform_version=version,
-            payload_sha256=sha,
-            erp_target=target,
-            erp_document_no=document_no,
-        )
+        return binding_from_row(platform, shop_id, platform_order_id, row)
 
     async def get(self, order_id: str) -> OrderRecord | None:
         async with self._uow._db.engine.connect() as conn:

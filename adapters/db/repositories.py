@@ -92,6 +92,22 @@ async def _update_one(conn: Executor, stmt: Any, what: str) -> None:
         raise NotFound(f"{what} not found", f"未找到 {what}")
 
 
+def binding_from_row(platform: str, shop_id: str, platform_order_id: str, row: Any) -> Binding:
+    """A binding from a raw driver row of ``(order_id, platform_version, payload_sha256,
+    erp_target, erp_document_no)``, as the hand-written look-ups of intake select it."""
+    order_id, version, sha, target, document_no = row
+    return Binding(
+        order_id=order_id,
+        platform=platform,
+        shop_id=shop_id,
+        platform_order_id=platform_order_id,
+        platform_version=version,
+        payload_sha256=sha,
+        erp_target=target,
+        erp_document_no=document_no,
+    )
+
+
 class SqlOrderRepository:
     def __init__(self, conn: Executor) -> None:
         self._conn = conn
@@ -245,9 +261,7 @@ class SqlPayloadStore:
 
     async def put(self, sha256: str, raw: bytes) -> None:
         body = zlib.compress(raw, PAYLOAD_ZLIB_LEVEL)
-        await self._conn.execute(
-            self._put, {"sha256": sha256, "body": body, "size": len(raw), "received_at": utcnow()}
-        )
+        await self._conn.execute(self._put, {"sha256": sha256, "body": body, "size": len(raw), "received_at": utcnow()})
 
     async def get(self, sha256: str) -> bytes | None:
         body = (

@@ -25,6 +25,7 @@ from adapters.db.repositories import (
     PAYLOAD_ZLIB_LEVEL,
     SqlOrderRepository,
     SqlPayloadStore,
+    binding_from_row,
     conflict_on_duplicate,
     utcnow,
 )
@@ -99,17 +100,7 @@ class SqliteOrderRepository(SqlOrderRepository):
         row = raw.execute(_FIND_BINDING, (platform, shop_id, platform_order_id)).fetchone()
         if row is None:
             return None
-        order_id, version, sha, target, document_no = row
-        return Binding(
-            order_id=order_id,
-            platform=platform,
-            shop_id=shop_id,
-            platform_order_id=platform_order_id,
-            platform_version=version,
-            payload_sha256=sha,
-            erp_target=target,
-            erp_document_no=document_no,
-        )
+        return binding_from_row(platform, shop_id, platform_order_id, row)
 
     async def add(self, order: OrderRecord) -> OrderRecord:
         raw = await self._session.driver()
