@@ -40,6 +40,14 @@ def _paths(p: str | list[str] | None) -> list[tuple[str, ...]]:
     return [tuple(a.split(".")) for a in alts]
 
 
+def _lists(children: dict[str, ChildSpec]) -> dict[str, list[str]]:
+    """Target list name → the child blocks that fill it, in the order they are written."""
+    out: dict[str, list[str]] = {}
+    for cname, cs in children.items():
+        out.setdefault(cs.into or cname, []).append(cname)
+    return out
+
+
 class _Scope:
     """The nodes of one generated function: code blocks and what each depends on."""
 
@@ -50,6 +58,8 @@ class _Scope:
         self.reads: dict[tuple[tuple[str, ...], ...], str] = {}
         self.xforms: dict[tuple[Any, ...], str] = {}
         self.parent_reads: set[str] = set()
+        # ``index``: the element's position in its source list (child scopes only).
+        self.specials: dict[str, str] = {"index": "_i"} if "." in name else {}
 
     def add(self, node: str, code: list[str], deps: set[str]) -> None:
         self.blocks[node] = code
@@ -67,6 +77,7 @@ class _Gen:
             "_not_object": H.not_object,
             "_group": H.group,
             "_bp": H.base_path,
+            "_tbl": H.table_value,
             "TransformError": T.TransformError,
             "MappingError": MappingError,
             "_MISSING": _MISSING,
@@ -153,7 +164,14 @@ class _Gen:
             ]
         if fs.expr is not None:
             ce = compile_expr(
-                fs.expr, where=where, field_names=names, child_names=kids, functions=EXPR_FUNCTIONS, local_name=_var
+                fs.expr,
+                where=where,
+                field_names=names,
+                child_names=kids,
+                functions=EXPR_FUNCTIONS,
+                local_name=_var,
+                specials=sc.specials,
+                tables=set(self.spec.tables),
             )
             deps |= {f"f:{d}" for d in ce.fields} | {f"c:{c}" for c in ce.children}
             sc.parent_reads |= ce.parent_fields
@@ -244,14 +262,22 @@ class _Gen:
     ) -> tuple[str, set[str]]:
         """Generate the function for a scope; return its name and the parent fields it reads."""
         sc = _Scope(name)
-        names, kids = set(fields), set(children)
-        for n in names | kids:
-            if keyword.iskeyword(n.split(".")[0]):
+        names = set(fields)
+        lists = _lists(children)
+        kids = set(lists)
+        for n in names | kids | set(children):
+            if keyword.iskeyword(n.split(".")[0]) or n in ("index", "parent", "table"):
                 raise ConfigError(f"{name}: {n!r} is a reserved word")
+        clash = names & kids
+        if clash:
+            raise ConfigError(f"{name}: {sorted(clash)} are both a field and a child list")
         for fname, fs in fields.items():
             self.field(sc, target, fname, fs, names, kids)
         for cname, cs in children.items():
-            self._child(sc, cname, cs, target, names)
+            self._child(sc, cname, cs, target, names, kids)
+        for lname, blocks in lists.items():
+            joined = " + ".join(f"b_{b}" for b in blocks)
+            sc.add(f"c:{lname}", [f"c_{lname} = {joined}"], {f"b:{b}" for b in blocks})
         head: list[str] = []
         if where_expr:
             ce = compile_expr(
@@ -261,6 +287,8 @@ class _Gen:
                 child_names=kids,
                 functions=EXPR_FUNCTIONS,
                 local_name=_var,
+                specials=sc.specials,
+                tables=set(self.spec.tables),
             )
             sc.parent_reads |= ce.parent_fields
             needed = self._closure(sc, {f"f:{d}" for d in ce.fields} | {f"c:{c}" for c in ce.children})
@@ -295,15 +323,21 @@ class _Gen:
             raise ConfigError(f"{sc.name}: fields depend on each other in a cycle: {exc.args[1]}") from None
         return [ln for node in order for ln in sc.blocks[node]]
 
-    def _child(self, sc: _Scope, cname: str, cs: ChildSpec, target: Target, names: set[str]) -> None:
-        sub = target.sub(cname) if target.cls is not None else Target(None)
+    def _child(self, sc: _Scope, cname: str, cs: ChildSpec, target: Target, names: set[str], kids: set[str]) -> None:
+        tname = cs.into or cname
+        scratch = tname.startswith("_") or target.cls is None
+        sub = Target(None) if scratch else target.sub(tname)
         struct = sub.cls is not None and cs.group_by is None
         child_fn, reads = self.scope(f"{sc.name}.{cname}", cs.fields, cs.children, sub, cs.where, emit_struct=struct)
-        missing = reads - names
+        missing = reads - names - kids
         if missing:
             raise ConfigError(f"{sc.name}.{cname}: parent fields {sorted(missing)} do not exist")
-        parent = "{" + ", ".join(f"{r!r}: {_var(r)}" for r in sorted(reads)) + "}" if reads else "None"
-        deps = {f"f:{r}" for r in reads}
+        parent = (
+            "{" + ", ".join(f"{r!r}: {_var(r) if r in names else 'c_' + r}" for r in sorted(reads)) + "}"
+            if reads
+            else "None"
+        )
+        deps = {f"f:{r}" if r in names else f"c:{r}" for r in reads}
         if cs.path == "." or _paths(cs.path) == [(".",)]:
             code = ["_l = [src]; _cb = _base; _ci = _i"]
             call = f"{child_fn}(_e, {parent}, _cb, _ci, LOOKUPS) for _e in _l"
@@ -314,7 +348,7 @@ class _Gen:
             dotted = ".".join(alts[0])
             code = [f"_l = _as_list({raw}, _base, _i, {dotted!r}); _cb = _bp(_base, _i) + {dotted!r}"]
             call = f"{child_fn}(_e, {parent}, _cb, _j, LOOKUPS) for _j, _e in enumerate(_l)"
-        var = f"c_{cname}"
+        var = f"b_{cname}"
         if cs.group_by:
             code.append(f"{var} = _group([_k for _k in ({call}) if _k is not None], {cs.group_by!r})")
             if sub.cls is not None:
@@ -323,7 +357,7 @@ class _Gen:
             code.append(f"{var} = [_k for _k in ({call}) if _k is not None]")
         else:
             code.append(f"{var} = [{call}]")
-        sc.add(f"c:{cname}", code, deps)
+        sc.add(f"b:{cname}", code, deps)
 
     def build(
         self, target: Target, fields: dict[str, FieldSpec], children: dict[str, ChildSpec], *, struct: bool
@@ -337,8 +371,9 @@ class _Gen:
                 for part in parts[:-1]:
                     node = node.setdefault(part, {})
                 node[parts[-1]] = _var(name)
-        for cname in children:
-            tree[cname] = f"c_{cname}"
+        for lname in _lists(children):
+            if not lname.startswith("_"):
+                tree[lname] = f"c_{lname}"
 
         def render(node: dict[str, Any], tgt: Target, as_struct: bool) -> str:
             items = []

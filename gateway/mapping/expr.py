@@ -2,8 +2,9 @@
 
 Allowed: literals, arithmetic (``+ - * // % /``), comparisons, ``and``/``or``/``not``,
 ``a if c else b``, list/tuple literals, calls of the whitelisted functions, names of fields of the
-same scope (``receiver.name`` for a nested target), ``parent.x`` for the enclosing scope, and the
-names of child lists (``lines``). Anything else — attribute access on values, subscripts,
+same scope (``receiver.name`` for a nested target), ``parent.x`` for the enclosing scope (its
+fields and child lists), the names of child lists (``lines``), ``index`` in a child scope, and
+``table("NAME", value)`` for the dictionary's own tables. Anything else — attribute access on values, subscripts,
 comprehensions, lambdas, imports — is refused when the dictionary is compiled.
 """
 
@@ -82,6 +83,8 @@ def compile_expr(
     functions: dict[str, Callable[..., object]],
     local_name: Callable[[str], str],
     parent_var: str = "P",
+    specials: dict[str, str] | None = None,
+    tables: set[str] | frozenset[str] = frozenset(),
 ) -> CompiledExpr:
     """Check ``text`` against the whitelist and rewrite its names into the mapper's variables.
 
@@ -93,6 +96,8 @@ def compile_expr(
         functions: callable names allowed; rewritten to ``_F_<name>``.
         local_name: maps a field name to its local variable in the generated code.
         parent_var: the variable holding the enclosing scope's values.
+        specials: other names and the variables they stand for (``index`` in a child scope).
+        tables: the dictionary's ``[tables.NAME]``; ``table("NAME", value)`` maps through one.
     """
     try:
         tree = ast.parse(text, mode="eval")
@@ -110,6 +115,8 @@ def compile_expr(
 
     class Rewriter(ast.NodeTransformer):
         def visit_Call(self, node: ast.Call) -> ast.AST:
+            if isinstance(node.func, ast.Name) and node.func.id == "table":
+                return self._table(node)
             if not isinstance(node.func, ast.Name) or node.func.id not in functions:
                 raise ConfigError(f"{where}: unknown function in {text!r}", f"{where}：未知函数")
             if node.keywords:
@@ -117,6 +124,25 @@ def compile_expr(
             node.func = ast.Name(id=f"_F_{node.func.id}", ctx=ast.Load())
             node.args = [self.visit(a) for a in node.args]
             return node
+
+        def _table(self, node: ast.Call) -> ast.AST:
+            first = node.args[0] if node.args else None
+            if (
+                len(node.args) != 2
+                or node.keywords
+                or not isinstance(first, ast.Constant)
+                or not isinstance(first.value, str)
+            ):
+                raise ConfigError(
+                    f'{where}: write table("NAME", value) in {text!r}', f'{where}：应写作 table("码表名", 值)'
+                )
+            if first.value not in tables:
+                raise ConfigError(f"{where}: unknown table {first.value!r}", f"{where}：未知码表 {first.value!r}")
+            return ast.Call(
+                func=ast.Name(id="_tbl", ctx=ast.Load()),
+                args=[ast.Name(id=f"_TB_{first.value}", ctx=ast.Load()), self.visit(node.args[1]), first],
+                keywords=[],
+            )
 
         def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
             name = _dotted(node)
@@ -140,6 +166,8 @@ def compile_expr(
             if name in child_names:
                 children.add(name)
                 return ast.Name(id=f"c_{name}", ctx=ast.Load())
+            if specials and name in specials:
+                return ast.Name(id=specials[name], ctx=ast.Load())
             raise ConfigError(f"{where}: unknown name {name!r} in {text!r}", f"{where}：表达式中的未知名称 {name!r}")
 
     new = Rewriter().visit(tree)

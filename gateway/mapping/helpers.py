@@ -74,7 +74,7 @@ def group(items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 def sum_of(items: list[Any], attr: str) -> int:
     total = 0
     for it in items:
-        v = it.get(attr) if isinstance(it, dict) else getattr(it, attr)
+        v = _value(it, attr)
         if v is not None:
             total += v
     return total
@@ -87,4 +87,89 @@ def first(*values: Any) -> Any:
     return None
 
 
-EXPR_FUNCTIONS: dict[str, Callable[..., Any]] = {**T.EXPR_FUNCTIONS, "sum_of": sum_of, "first": first}
+def _value(it: Any, attr: str) -> Any:
+    return it.get(attr) if isinstance(it, dict) else getattr(it, attr)
+
+
+_NO_ENTRY = object()
+
+
+def table_value(table: dict[str, Any], v: Any, name: str) -> Any:
+    """``table("NAME", v)`` in an expression: the same rules as a field's ``table``."""
+    if v is None or v == "":
+        return None
+    r = table.get(v if v.__class__ is str else str(v), _NO_ENTRY)
+    if r is _NO_ENTRY:
+        r = table.get("*", _NO_ENTRY)
+    if r is _NO_ENTRY:
+        raise T.TransformError(f"value {v!r} is not in table {name}", f"值 {v!r} 不在码表 {name} 中")
+    return None if r == "" else r
+
+
+def values_of(items: list[Any], attr: str) -> list[Any]:
+    """One field of every element: ``values_of(_bases, "net")``."""
+    return [_value(it, attr) for it in items]
+
+
+def sum_where(items: list[Any], attr: str, key: str, value: Any) -> int:
+    """Σ ``attr`` over the elements whose ``key`` equals ``value`` (a line's own coupons)."""
+    total = 0
+    for it in items:
+        if _value(it, key) == value:
+            v = _value(it, attr)
+            if v is not None:
+                total += v
+    return total
+
+
+def allocate(total: int | None, weights: list[int | None]) -> list[int]:
+    """Spread ``total`` fen over ``weights`` by largest remainder: the shares sum to ``total`` exactly.
+
+    Each share is ``total * w / Σw`` rounded down; the fen left over go one each to the largest
+    remainders, earlier elements first on a tie. With every weight zero the total is spread
+    evenly. A negative weight or total is refused: allocating a refund or a surcharge is not the
+    same operation and must be written out.
+    """
+    n = len(weights)
+    if n == 0 or not total:
+        return [0] * n
+    ws = [w or 0 for w in weights]
+    if total < 0 or any(w < 0 for w in ws):
+        raise T.TransformError(
+            f"cannot allocate {total} over weights {ws}: negative values", f"无法按 {ws} 分摊 {total}：存在负数"
+        )
+    whole = sum(ws)
+    if whole == 0:
+        ws, whole = [1] * n, n
+    shares = [total * w // whole for w in ws]
+    left = total - sum(shares)
+    by_remainder = sorted(range(n), key=lambda i: (-(total * ws[i] % whole), i))
+    for i in by_remainder[:left]:
+        shares[i] += 1
+    return shares
+
+
+def nth(values: list[Any] | None, i: int | None) -> Any:
+    """``values[i]``, or None when there is no such element."""
+    if values is None or i is None or not 0 <= i < len(values):
+        return None
+    return values[i]
+
+
+def get(obj: Any, key: str) -> Any:
+    """A key of an object-valued field (``get(_region, "city")``); None when absent."""
+    if obj is None:
+        return None
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+EXPR_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    **T.EXPR_FUNCTIONS,
+    "sum_of": sum_of,
+    "first": first,
+    "values_of": values_of,
+    "sum_where": sum_where,
+    "allocate": allocate,
+    "nth": nth,
+    "get": get,
+}

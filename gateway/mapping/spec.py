@@ -24,6 +24,9 @@ A dictionary says, for each target field, where its value comes from in the sour
     [tables.status]
     WAIT_SELLER_SEND_GOODS = "READY_TO_SHIP"
 
+A child list whose name starts with ``_`` is scratch: built, usable in expressions (``values_of(_bases,
+"net")``), never output. In a child scope, ``index`` is the element's position in its source list.
+
 A field takes the first non-empty of its ``path`` alternatives, passes it through ``transform``
 (or the ``table``), falls back to ``expr`` (computed from other fields of the same scope,
 ``parent.x`` for the enclosing scope, and child lists) and then to ``default``.
@@ -55,6 +58,9 @@ class ChildSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     where: str | None = None  # keep only elements for which this expression is true
     group_by: str | None = None  # merge elements with equal values of this target field
     ignore: list[str] = msgspec.field(default_factory=list)
+    # Several blocks may fill one target list (PDD ``item_list`` and ``gift_list`` → ``lines``): a
+    # block with ``into = "lines"`` appends its elements, in the order the blocks are written.
+    into: str | None = None
 
 
 class DictionaryMeta(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
