@@ -241,6 +241,12 @@ class _Gen:
                     f"    raise TransformError(f'{{_v!r}} is not one of ' + {choices},"
                     f" f'{{_v!r}} 不是允许的值：' + {choices})",
                 ]
+        ge = owner.lower_bound(leaf)
+        if ge is not None and not (fs.path is None and fs.expr is None and not fs.lookup):
+            body += [
+                f"if _v is not None and _v < {ge!r}:",
+                f"    raise TransformError(f'{{_v!r}} is below {ge!r}', f'{{_v!r}} 小于 {ge!r}')",
+            ]
         structs = owner.structs_in(leaf)
         if structs is not None and (fs.transform or fs.expr):
             cls, is_list = structs

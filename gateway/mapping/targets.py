@@ -17,6 +17,7 @@ class Target:
     def __init__(self, cls: type | None) -> None:
         self.cls = cls
         self.hints = typing.get_type_hints(cls, include_extras=False) if cls else {}
+        self.extras = typing.get_type_hints(cls, include_extras=True) if cls else {}
         self.required = {f.name for f in msgspec.structs.fields(cls) if f.required} if cls else set()
 
     def sub(self, name: str) -> Target:
@@ -44,6 +45,16 @@ class Target:
             if typing.get_origin(cand) is typing.Literal:
                 vals.update(typing.get_args(cand))
         return (frozenset(vals) if vals else None), many
+
+    def lower_bound(self, name: str) -> int | float | None:
+        """The ``Meta(ge=…)`` of a field (``NonNegFen``, ``Qty``), which Struct construction does not check."""
+        t = self.extras.get(name)
+        for cand in (t, *typing.get_args(t)) if t is not None else ():
+            if typing.get_origin(cand) is typing.Annotated:
+                for meta in cand.__metadata__:
+                    if isinstance(meta, msgspec.Meta) and meta.ge is not None:
+                        return meta.ge
+        return None
 
     def structs_in(self, name: str) -> tuple[type, bool] | None:
         """``(Struct class, is_list)`` when a transform's builtins must become Structs (``list[Spec]``)."""
