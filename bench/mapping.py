@@ -1,8 +1,9 @@
-"""Compiled Taobao dictionary vs. a hand-written translator, side by side, with ratios.
+"""Each platform's compiled dictionary vs. a hand-written translator, side by side, with ratios.
 
-    .venv/bin/python bench/mapping.py [--rounds 61] [--target-ms 15] [--json FILE]
+    .venv/bin/python bench/mapping.py [--platform jd ...] [--rounds 61] [--target-ms 15] [--json FILE]
 
-First proves that both give the same canonical order for every Taobao sample (a benchmark of two
+Every platform with a dictionary in ``mappings/platforms/`` and a twin ``bench/handwritten_<platform>.py``
+takes part. First proves that both give the same canonical order for every sample (a benchmark of two
 different outputs measures nothing), then times them interleaved: each round runs a batch of the
 compiled mapper and a batch of the hand-written one per sample, in alternating order, with the
 garbage collector off during a batch (as ``timeit`` does). The figure is the median µs/op over
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -28,21 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from handwritten_taobao import handwritten_taobao
 from machine import tree_state
 
 from gateway.mapping.dictionary import load_dictionary
 
 REPO = Path(__file__).resolve().parents[1]
-DICTIONARY = REPO / "mappings" / "platforms" / "taobao.toml"
-SAMPLES = REPO / "mappings" / "samples" / "taobao"
+BENCH = Path(__file__).resolve().parent
 TARGET_RATIO = 1.5
 
 
-def samples() -> list[tuple[str, Any]]:
-    """The Taobao order samples ``0?_*.json``; ``x.refund_get.json`` (two dots) are not orders."""
-    files = sorted(f for f in SAMPLES.glob("0?_*.json") if f.name.count(".") == 1)
-    return [(f.stem, msgspec.json.decode(f.read_bytes())) for f in files]
+def platforms() -> list[str]:
+    """Platforms with both a dictionary and a hand-written twin."""
+    have = {p.stem for p in (REPO / "mappings" / "platforms").glob("*.toml")}
+    return sorted(p for p in have if (BENCH / f"handwritten_{p}.py").is_file())
+
+
+def samples(platform: str) -> list[tuple[str, Any]]:
+    """A platform's order samples ``0?_*.json``; ``x.refund_get.json`` (two dots) are not orders."""
+    folder = REPO / "mappings" / "samples" / platform
+    files = sorted(f for f in folder.glob("0?_*.json") if f.name.count(".") == 1)
+    return [(f"{platform}/{f.stem}", msgspec.json.decode(f.read_bytes())) for f in files]
 
 
 def check_equal(name: str, compiled: Any, handwritten: Any) -> None:
@@ -85,6 +92,7 @@ def median_ci(values: list[float]) -> tuple[float, float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--platform", action="append", default=None, help="only this platform (repeatable)")
     ap.add_argument("--rounds", type=int, default=61, help="interleaved rounds (default 61)")
     ap.add_argument("--target-ms", type=float, default=15.0, help="length of one timed batch (default 15 ms)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
@@ -92,22 +100,32 @@ def main() -> int:
     if not 3 <= args.rounds <= 1001 or not 1 <= args.target_ms <= 2000:
         ap.error("--rounds 3..1001, --target-ms 1..2000")
 
-    dictionary = load_dictionary(DICTIONARY)
-    cases = samples()
-    if not cases:
-        raise SystemExit(f"no samples in {SAMPLES}")
-    for name, payload in cases:
-        check_equal(name, dictionary.translate(payload), handwritten_taobao(payload))
+    chosen = args.platform or platforms()
+    unknown = sorted(set(chosen) - set(platforms()))
+    if unknown:
+        ap.error(f"no dictionary + bench/handwritten_<platform>.py for {unknown}; have {platforms()}")
+    cases: list[tuple[str, Any]] = []
+    fns: dict[str, dict[str, Callable[[Any], Any]]] = {}
+    for plat in chosen:
+        dictionary = load_dictionary(REPO / "mappings" / "platforms" / f"{plat}.toml")
+        handwritten = getattr(importlib.import_module(f"handwritten_{plat}"), f"handwritten_{plat}")
+        found = samples(plat)
+        if not found:
+            raise SystemExit(f"no samples for {plat}")
+        for name, payload in found:
+            check_equal(name, dictionary.translate(payload), handwritten(payload))
+            fns[name] = {
+                "compiled": dictionary.translate,
+                "handwritten": handwritten,
+                "unknown_fields": dictionary.unknown_fields,
+            }
+        cases += found
     print(f"tree: {tree_state()}")
     print(f"outputs equal (msgspec.to_builtins) for {len(cases)} samples: {', '.join(n for n, _ in cases)}")
 
     target_ns = args.target_ms * 1e6
-    contenders: dict[str, Callable[[Any], Any]] = {
-        "compiled": dictionary.translate,
-        "handwritten": handwritten_taobao,
-        "unknown_fields": dictionary.unknown_fields,
-    }
-    batch = {(c, name): calibrate(fn, payload, target_ns) for name, payload in cases for c, fn in contenders.items()}
+    contenders = ("compiled", "handwritten", "unknown_fields")
+    batch = {(c, name): calibrate(fns[name][c], payload, target_ns) for name, payload in cases for c in contenders}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in batch}
     ratios: dict[str, list[float]] = {name: [] for name, _ in cases}
     order = list(contenders)
@@ -115,7 +133,7 @@ def main() -> int:
     for r in range(args.rounds):
         for name, payload in cases:
             for c in order if r % 2 == 0 else order[::-1]:
-                times[(c, name)].append(per_op_ns(contenders[c], payload, batch[(c, name)]))
+                times[(c, name)].append(per_op_ns(fns[name][c], payload, batch[(c, name)]))
             # Neighbouring batches share whatever else the machine was doing: their ratio cancels it.
             ratios[name].append(times[("compiled", name)][-1] / times[("handwritten", name)][-1])
     load_after = os.getloadavg()[0]
@@ -125,7 +143,7 @@ def main() -> int:
         f" load average {load_before:.2f} before, {load_after:.2f} after"
     )
     print("µs/op: median [fastest batch]; ratio: median of per-round ratios (95% CI)")
-    print(f"{'sample':24} {'compiled':>17} {'hand-written':>17} {'ratio':>20} {'unknown_fields':>17}")
+    print(f"{'sample':36} {'compiled':>17} {'hand-written':>17} {'ratio':>20} {'unknown_fields':>17}")
     rows = []
     for name, _ in cases:
         med = {c: statistics.median(times[(c, name)]) / 1000 for c in contenders}
@@ -135,16 +153,25 @@ def main() -> int:
             {"sample": name, "us_per_op_median": med, "us_per_op_min": best, "ratio": ratio, "ratio_ci95": [lo, hi]}
         )
         print(
-            f"{name:24} {med['compiled']:7.1f} [{best['compiled']:6.1f}]"
+            f"{name:36} {med['compiled']:7.1f} [{best['compiled']:6.1f}]"
             f" {med['handwritten']:7.1f} [{best['handwritten']:6.1f}]"
             f" {ratio:6.2f}x ({lo:.2f}–{hi:.2f})"
             f" {med['unknown_fields']:7.1f} [{best['unknown_fields']:6.1f}]"
         )
+    per_platform = {}
+    print()
+    for plat in chosen:
+        mine = [r["ratio"] for r in rows if r["sample"].startswith(f"{plat}/")]
+        per_platform[plat] = {"geomean": statistics.geometric_mean(mine), "worst": max(mine)}
+        print(
+            f"{plat:16} compiled/hand-written: geometric mean {per_platform[plat]['geomean']:.2f}x,"
+            f" worst sample {per_platform[plat]['worst']:.2f}x"
+        )
     geo = statistics.geometric_mean([r["ratio"] for r in rows])
     worst = max(r["ratio"] for r in rows)
     verdict = "met" if worst <= TARGET_RATIO else "NOT met"
-    print(f"\nratio compiled/hand-written: geometric mean {geo:.2f}x, worst {worst:.2f}x")
-    print(f"target ≤ {TARGET_RATIO}x on every sample: {verdict}")
+    print(f"all: geometric mean {geo:.2f}x, worst {worst:.2f}x")
+    print(f"target ≤ {TARGET_RATIO}x on every sample of every platform: {verdict}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         result = {
@@ -156,6 +183,7 @@ def main() -> int:
             "rounds": args.rounds,
             "load_average": [load_before, load_after],
             "samples": rows,
+            "platforms": per_platform,
             "ratio_geomean": geo,
             "ratio_worst": worst,
         }
