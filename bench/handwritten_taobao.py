@@ -10,8 +10,10 @@ msgspec Structs of ``schemas/order.py``. It is not a second mapper for productio
 from __future__ import annotations
 
 import re
+import tomllib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
@@ -203,6 +205,21 @@ def _promotion(p: dict[str, Any], order_id: str) -> Promotion:
     )
 
 
+# The same value table the dictionary looks carriers up in, read once.
+_CARRIERS: dict[str, str] = tomllib.loads(
+    (Path(__file__).resolve().parents[1] / "mappings" / "values" / "platforms.toml").read_text(encoding="utf-8")
+)["carriers"]["taobao"]
+
+
+def _carrier(name: str | None) -> str | None:
+    if name is None:
+        return None
+    code = _CARRIERS.get(name, _CARRIERS.get("*"))
+    if code is None:
+        raise ValueError(f"no entry for {name!r} in value table carriers.taobao")
+    return code or None
+
+
 def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
     by_waybill: dict[str, Shipment] = {}
     for o in orders:
@@ -216,6 +233,7 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
         if shipment is None:
             by_waybill[waybill] = Shipment(
                 waybill_no=waybill,
+                carrier=_carrier(_text(o.get("logistics_company"))),
                 carrier_name=_text(o.get("logistics_company")),
                 shipped_at=_time(o.get("consign_time")),
                 lines=[line],
@@ -224,6 +242,7 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
         shipment.lines.append(line)
         if shipment.carrier_name is None:
             shipment.carrier_name = _text(o.get("logistics_company"))
+            shipment.carrier = _carrier(shipment.carrier_name)
         if shipment.shipped_at is None:
             shipment.shipped_at = _time(o.get("consign_time"))
     return list(by_waybill.values())

@@ -20,6 +20,7 @@ import msgspec
 from gateway.circuit import CircuitConfig
 from gateway.errors import ConfigError, UnknownShop
 from gateway.limits import LimitsConfig
+from gateway.mapping.values import read_value_files
 from gateway.stopline import StopLineConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
@@ -161,16 +162,4 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Gatew
 
 def load_value_tables(cfg: GatewayConfig, target: str) -> dict[str, dict[str, Any]]:
     """The value tables of a target (shop → customer code, SKU → inventory code, …), merged."""
-    tables: dict[str, dict[str, Any]] = {}
-    base = cfg.mappings_path()
-    for rel in cfg.targets[target].values:
-        path = base / rel
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"value table {path}: {exc}", f"值表 {path} 无法读取") from None
-        for name, table in raw.items():
-            if not isinstance(table, dict):
-                raise ConfigError(f"value table {path}: [{name}] must be a table")
-            tables.setdefault(name, {}).update({str(k): v for k, v in table.items()})
-    return tables
+    return read_value_files(cfg.mappings_path(), list(cfg.targets[target].values))

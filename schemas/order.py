@@ -35,6 +35,9 @@ PiiState = Literal["plain", "masked", "encrypted", "absent"]
 RefundState = Literal["NONE", "REQUESTED", "IN_PROGRESS", "REFUNDED", "REJECTED", "CLOSED"]
 PromotionKind = Literal["coupon", "full_reduction", "item_discount", "redpack", "points", "other"]
 FundedBy = Literal["seller", "platform", "talent", "unknown"]
+# What a fee is for, whatever the platform calls it (达人佣金, 推广服务费, 分销返点 … → channel_fee):
+# the names are mapped by the value table ``fee_kinds`` (mappings/values/platforms.toml).
+FeeKind = Literal["channel_fee", "platform_fee", "service_fee", "insurance", "other"]
 
 
 class Base(msgspec.Struct, kw_only=True, omit_defaults=False, forbid_unknown_fields=False):
@@ -58,7 +61,8 @@ class Receiver(Base, kw_only=True):
     street: str | None = None
     detail: str | None = None
     postal_code: str | None = None
-    region_codes: dict[str, str] | None = None
+    region_codes: dict[str, str] | None = None  # the platform's own region ids
+    division_codes: dict[str, str] | None = None  # GB/T 2260 codes: province, city, district
 
 
 class Spec(Base, kw_only=True):
@@ -97,6 +101,7 @@ class Totals(Base, kw_only=True):
     seller_discount_fen: Fen | None = None
     platform_discount_fen: Fen | None = None
     freight_fen: NonNegFen = 0
+    buyer_fee_fen: NonNegFen = 0  # fees the buyer paid on top (PDD service fees): part of paid_fen
     paid_fen: NonNegFen
     refunded_fen: NonNegFen = 0
 
@@ -111,12 +116,23 @@ class Promotion(Base, kw_only=True):
     line_id: str | None = None
 
 
+class Fee(Base, kw_only=True):
+    """A fee on the order: what the buyer paid on top (``payer = "buyer"``), or what the platform,
+    a talent or a distributor takes from the seller (``payer = "seller"``, not part of paid_fen)."""
+
+    name: str | None = None  # as the platform wrote it
+    kind: FeeKind = "other"
+    amount_fen: Fen = 0
+    payer: Literal["buyer", "seller"] = "seller"
+
+
 class ShipmentLine(Base, kw_only=True):
     line_id: str
     qty: Qty
 
 
 class Shipment(Base, kw_only=True):
+    carrier: str | None = None  # the gateway's carrier code (ZTO, SF, …), from the carriers value table
     carrier_platform_code: str | None = None
     carrier_name: str | None = None
     waybill_no: str
@@ -152,5 +168,6 @@ class CanonicalOrder(Base, kw_only=True):
     lines: list[Line]
     totals: Totals
     promotions: list[Promotion] = msgspec.field(default_factory=list)
+    fees: list[Fee] = msgspec.field(default_factory=list)
     shipments: list[Shipment] = msgspec.field(default_factory=list)
     source: Source = msgspec.field(default_factory=Source)

@@ -156,11 +156,14 @@ class _Gen:
         if fs.lookup:
             body += [
                 "if _v is not None:",
-                f"    _r = LOOKUPS.get({fs.lookup!r}, {{}}).get(_v if _v.__class__ is str else str(_v))",
+                f"    _t = LOOKUPS.get({fs.lookup!r}, {{}})",
+                "    _r = _t.get(_v if _v.__class__ is str else str(_v))",
+                "    if _r is None:",
+                "        _r = _t.get('*')",
                 "    if _r is None:",
                 f"        raise TransformError(f'no entry for {{_v!r}} in value table {fs.lookup}',"
                 f" f'值表 {fs.lookup} 中没有 {{_v!r}}')",
-                "    _v = _r",
+                "    _v = None if _r == '' else _r",
             ]
         if fs.expr is not None:
             ce = compile_expr(

@@ -13,6 +13,7 @@ import msgspec
 from gateway.errors import ConfigError, MappingError
 from gateway.mapping.compiler import _paths, compile_mapper
 from gateway.mapping.spec import ChildSpec, DictionarySpec, FieldSpec
+from gateway.mapping.values import bundled_mappings, read_value_files
 from schemas.order import CanonicalOrder
 from schemas.refund import CanonicalRefund
 
@@ -103,6 +104,8 @@ class CompiledDictionary:
     mapper: Any
     source_code: str
     known: dict[str, Any] = field(repr=False)
+    # The value tables the dictionary declares (``values = [...]``), used when a caller gives none.
+    lookups: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -136,11 +139,11 @@ class CompiledDictionary:
         """Translate a whole payload (root found by the dictionary)."""
         root = self.root_of(payload)
         prefix = f"{self.spec.dictionary.root}." if self.spec.dictionary.root else ""
-        return self.mapper(root, lookups or {}, prefix)
+        return self.mapper(root, self.lookups if lookups is None else lookups, prefix)
 
     def translate_object(self, obj: dict[str, Any], lookups: dict[str, dict[str, Any]] | None = None) -> Any:
         """Translate an object that is already the root (outbound documents)."""
-        return self.mapper(obj, lookups or {}, "")
+        return self.mapper(obj, self.lookups if lookups is None else lookups, "")
 
     def unknown_fields(self, payload: Any) -> list[str]:
         """Source paths present in the payload that the dictionary neither maps nor ignores."""
@@ -180,9 +183,16 @@ def parse_dictionary(text: str, *, origin: str = "<text>") -> DictionarySpec:
         raise ConfigError(f"{origin}: {exc}", f"{origin}：字典结构错误：{exc}") from None
 
 
-def compile_dictionary(text: str, *, origin: str = "<text>") -> CompiledDictionary:
-    """Parse and compile one dictionary; every mistake is a ``ConfigError`` naming where it is."""
+def compile_dictionary(text: str, *, origin: str = "<text>", base: Path | None = None) -> CompiledDictionary:
+    """Parse and compile one dictionary; every mistake is a ``ConfigError`` naming where it is.
+
+    ``base`` is the mappings folder its declared value tables are read from (default: the bundled one).
+    """
     spec = parse_dictionary(text, origin=origin)
+    try:
+        lookups = read_value_files(base or bundled_mappings(), spec.dictionary.values) if spec.dictionary.values else {}
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc.message_en}", f"{origin}：{exc.message_zh}") from None
     root_cls = _ROOTS[spec.dictionary.kind]
     try:
         mapper, source = compile_mapper(spec, root_cls)
@@ -190,8 +200,11 @@ def compile_dictionary(text: str, *, origin: str = "<text>") -> CompiledDictiona
         raise ConfigError(f"{origin}: {exc.message_en}", f"{origin}：{exc.message_zh}") from None
     known = _known_tree(spec.fields, spec.children, spec.dictionary.ignore)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return CompiledDictionary(spec=spec, digest=digest, mapper=mapper, source_code=source, known=known)
+    return CompiledDictionary(
+        spec=spec, digest=digest, mapper=mapper, source_code=source, known=known, lookups=lookups
+    )
 
 
 def load_dictionary(path: Path) -> CompiledDictionary:
-    return compile_dictionary(path.read_text(encoding="utf-8"), origin=str(path))
+    """A dictionary file under ``<mappings>/<kind folder>/``; its value tables are read from ``<mappings>``."""
+    return compile_dictionary(path.read_text(encoding="utf-8"), origin=str(path), base=path.parent.parent)

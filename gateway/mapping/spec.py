@@ -72,6 +72,8 @@ class DictionaryMeta(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     root: str | None = None
     shop_alias: str | list[str] | None = None
     ignore: list[str] = msgspec.field(default_factory=list)
+    # Value tables this dictionary looks up (``lookup = "fee_kinds"``), relative to the mappings folder.
+    values: list[str] = msgspec.field(default_factory=list)
 
 
 class DictionarySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -29,13 +29,13 @@ def unknown_sku(order: CanonicalOrder, ctx: RuleContext, params: dict[str, Any])
 @check("AMOUNT_MISMATCH")
 def amount_mismatch(order: CanonicalOrder, ctx: RuleContext, params: dict[str, Any]) -> Iterator[Finding]:
     t = order.totals
-    expected = t.goods_fen - t.discount_fen + t.freight_fen
+    expected = t.goods_fen - t.discount_fen + t.freight_fen + t.buyer_fee_fen
     if expected != t.paid_fen:
         yield Finding(
             "totals.paid_fen",
             {
-                "what": "商品 − 优惠 + 运费 ≠ 实付",
-                "what_en": "goods − discounts + freight ≠ paid",
+                "what": "商品 − 优惠 + 运费 + 买家服务费 ≠ 实付",
+                "what_en": "goods − discounts + freight + buyer fees ≠ paid",
                 "expected_fen": expected,
                 "actual_fen": t.paid_fen,
             },
@@ -51,13 +51,13 @@ def amount_mismatch(order: CanonicalOrder, ctx: RuleContext, params: dict[str, A
                 "actual_fen": t.goods_fen,
             },
         )
-    lines_paid = sum(line.paid_fen for line in order.lines) + t.freight_fen
+    lines_paid = sum(line.paid_fen for line in order.lines) + t.freight_fen + t.buyer_fee_fen
     if lines_paid != t.paid_fen:
         yield Finding(
             "totals.paid_fen",
             {
-                "what": "各行实付 + 运费 ≠ 实付",
-                "what_en": "lines paid + freight ≠ paid",
+                "what": "各行实付 + 运费 + 买家服务费 ≠ 实付",
+                "what_en": "lines paid + freight + buyer fees ≠ paid",
                 "expected_fen": lines_paid,
                 "actual_fen": t.paid_fen,
             },

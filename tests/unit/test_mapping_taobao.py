@@ -84,6 +84,7 @@ def test_partial_refund_and_shipment(taobao) -> None:
     assert second.paid_fen == 6000 and first.refund.state == "NONE"
     (ship,) = o.shipments
     assert (ship.carrier_name, ship.waybill_no) == ("中通快递", "78512345678901")
+    assert ship.carrier == "ZTO"  # value table carriers.taobao
     assert [(s.line_id, s.qty) for s in ship.lines] == [(first.line_id, 1)]
     assert ship.shipped_at == "2024-06-16T14:05:12+08:00" and o.shipped_at == "2024-06-16T14:05:12+08:00"
 
@@ -177,3 +178,20 @@ def test_missing_required_target_field_is_caught_at_compile_time() -> None:
     with pytest.raises(ConfigError) as err:
         compile_dictionary(text)
     assert "goods_fen" in err.value.message_en
+
+
+def test_carrier_value_table_unknown_name_is_kept_without_a_code(taobao) -> None:
+    """The carriers table has a "*" entry: an unknown carrier is no reason to refuse an order."""
+    payload = msgspec.json.decode((TB / "03_partial_refund.json").read_bytes())
+    for line in payload["trade_fullinfo_get_response"]["trade"]["orders"]["order"]:
+        if line.get("logistics_company"):
+            line["logistics_company"] = "某某物流"
+    (ship,) = taobao.translate(payload).shipments
+    assert (ship.carrier, ship.carrier_name) == (None, "某某物流")
+
+
+def test_value_tables_are_read_with_the_dictionary_and_can_be_overridden(taobao) -> None:
+    assert taobao.lookups["carriers.taobao"]["中通快递"] == "ZTO"
+    payload = msgspec.json.decode((TB / "03_partial_refund.json").read_bytes())
+    (ship,) = taobao.translate(payload, {"carriers.taobao": {"中通快递": "ZTO-X"}}).shipments
+    assert ship.carrier == "ZTO-X"
