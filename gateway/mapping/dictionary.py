@@ -53,7 +53,7 @@ def _known_tree(fields: dict[str, FieldSpec], children: dict[str, ChildSpec], ig
     for cs in children.values():
         sub = _known_tree(cs.fields, cs.children, cs.ignore)
         for keys in _paths(cs.path):
-            if keys == (".",):
+            if keys in ((".",), ("", "")):  # "." is the current element itself
                 _merge(tree, sub)
                 continue
             node = tree
@@ -200,9 +200,7 @@ def compile_dictionary(text: str, *, origin: str = "<text>", base: Path | None =
         raise ConfigError(f"{origin}: {exc.message_en}", f"{origin}：{exc.message_zh}") from None
     known = _known_tree(spec.fields, spec.children, spec.dictionary.ignore)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return CompiledDictionary(
-        spec=spec, digest=digest, mapper=mapper, source_code=source, known=known, lookups=lookups
-    )
+    return CompiledDictionary(spec=spec, digest=digest, mapper=mapper, source_code=source, known=known, lookups=lookups)
 
 
 def load_dictionary(path: Path) -> CompiledDictionary:
