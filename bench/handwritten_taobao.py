@@ -18,6 +18,7 @@ from typing import Any
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
+from gateway.regions import normalise
 from schemas.order import (
     Buyer,
     CanonicalOrder,
@@ -258,6 +259,7 @@ def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
     phone = _text(_first(t, "receiver_mobile", "receiver_phone"))
     orders = (t.get("orders") or {}).get("order") or []
     promotions = (t.get("promotion_details") or {}).get("promotion_detail") or []
+    region = normalise(_text(t.get("receiver_state")), _text(t.get("receiver_city")), _text(t.get("receiver_district")))
     return CanonicalOrder(
         platform="taobao",
         order_id=order_id,
@@ -282,10 +284,11 @@ def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
             phone=phone,
             pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
             country=_text(t.get("receiver_country")),
-            province=_text(t.get("receiver_state")),
-            city=_text(t.get("receiver_city")),
-            district=_text(t.get("receiver_district")),
-            street=_text(t.get("receiver_town")),
+            province=region.province,
+            city=region.city,
+            district=region.district,
+            division_codes=region.codes or None,
+            street=_text(t.get("receiver_town")) or region.town,
             detail=_text(t.get("receiver_address")),
             postal_code=_text(t.get("receiver_zip")),
         ),

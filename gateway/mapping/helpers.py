@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gateway import regions
 from gateway.errors import MappingError
 from gateway.mapping import transforms as T
 
@@ -172,4 +173,6 @@ EXPR_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "allocate": allocate,
     "nth": nth,
     "get": get,
+    # Province / city / district names normalised, with GB/T 2260 codes (gateway/regions.py).
+    "region": regions.normalise,
 }

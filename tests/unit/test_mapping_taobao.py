@@ -195,3 +195,26 @@ def test_value_tables_are_read_with_the_dictionary_and_can_be_overridden(taobao)
     payload = msgspec.json.decode((TB / "03_partial_refund.json").read_bytes())
     (ship,) = taobao.translate(payload, {"carriers.taobao": {"中通快递": "ZTO-X"}}).shipments
     assert ship.carrier == "ZTO-X"
+
+
+@pytest.mark.parametrize(
+    ("sample", "names", "codes"),
+    [
+        ("01_single_line_paid.json", ("浙江省", "杭州市", "西湖区"), ("330000", "330100", "330106")),
+        ("02_multi_line_coupons.json", ("上海市", "上海市", "浦东新区"), ("310000", "310100", "310115")),
+        ("03_partial_refund.json", ("广东省", "广州市", "天河区"), ("440000", "440100", "440106")),
+    ],
+)
+def test_regions_are_normalised_with_gbt2260_codes(taobao, sample, names, codes) -> None:
+    r = _map(taobao, sample).receiver
+    assert (r.province, r.city, r.district) == names
+    assert r.division_codes == dict(zip(("province", "city", "district"), codes, strict=True))
+
+
+def test_short_region_names_are_completed(taobao) -> None:
+    payload = msgspec.json.decode((TB / "01_single_line_paid.json").read_bytes())
+    trade = payload["trade_fullinfo_get_response"]["trade"]
+    trade.update(receiver_state="广东", receiver_city="", receiver_district="东莞市", receiver_town="虎门镇")
+    r = taobao.translate(payload).receiver
+    assert (r.province, r.city, r.district, r.street) == ("广东省", "东莞市", None, "虎门镇")
+    assert r.division_codes == {"province": "440000", "city": "441900"}
