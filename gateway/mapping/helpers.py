@@ -164,6 +164,26 @@ def get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
+def dict_of(*pairs: Any) -> dict[str, Any] | None:
+    """``dict_of("province", a, "city", b)``: an object of the non-empty values; None if all are empty."""
+    if len(pairs) % 2:
+        raise T.TransformError("dict_of takes name, value pairs", "dict_of 需要成对的名称和值")
+    out = {str(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2) if pairs[i + 1] not in (None, "")}
+    return out or None
+
+
+def strip_prefixes(text: Any, *prefixes: Any) -> Any:
+    """``text`` without the given prefixes at its start, in order, each at most once: an address
+    without the province / city / district it begins with (JD ``fullAddress``)."""
+    if not isinstance(text, str):
+        return text
+    out = text
+    for p in prefixes:
+        if isinstance(p, str) and p and out.startswith(p):
+            out = out[len(p) :]
+    return out.strip() or None
+
+
 EXPR_FUNCTIONS: dict[str, Callable[..., Any]] = {
     **T.EXPR_FUNCTIONS,
     "sum_of": sum_of,
@@ -173,6 +193,8 @@ EXPR_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "allocate": allocate,
     "nth": nth,
     "get": get,
+    "dict_of": dict_of,
+    "strip_prefixes": strip_prefixes,
     # Province / city / district names normalised, with GB/T 2260 codes (gateway/regions.py).
     "region": regions.normalise,
 }

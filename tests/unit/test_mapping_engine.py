@@ -158,3 +158,24 @@ def test_mistakes_are_refused_at_compile_time(body, words):
     with pytest.raises(ConfigError) as exc:
         _compile(body)
     assert words in exc.value.message_en
+
+
+def test_dict_of_and_strip_prefixes():
+    d = _compile(
+        """
+[fields]
+codes = { expr = "dict_of('province', _p, 'city', _c, 'street', _s)" }
+none = { expr = "dict_of('a', _s)" }
+detail = { expr = "strip_prefixes(_full, '江苏', _city_name, '鼓楼区')" }
+_p = { path = "p" }
+_c = { path = "c" }
+_s = { path = "s" }
+_full = { path = "full" }
+_city_name = { default = "南京市" }
+"""
+    )
+    out = d.translate_object({"p": "12", "c": "904", "s": "", "full": "江苏南京市鼓楼区北京西路1号"})
+    assert out == {"codes": {"province": "12", "city": "904"}, "none": None, "detail": "北京西路1号"}
+    # Prefixes are stripped in order and only where they are.
+    assert d.translate_object({"full": "南京市鼓楼区x"})["detail"] == "x"
+    assert d.translate_object({"full": "上海市x"})["detail"] == "上海市x"

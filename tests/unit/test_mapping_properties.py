@@ -51,7 +51,12 @@ def _money(order: CanonicalOrder) -> Any:
     t = order.totals
     return (
         (t.goods_fen, t.discount_fen, t.freight_fen, t.paid_fen),
-        [(ln.qty, ln.unit_price_fen, ln.line_total_fen, ln.discount_fen, ln.paid_fen) for ln in order.lines],
+        # A gift line is worth nothing: losing one (a dropped gift_list) changes no amount.
+        [
+            (ln.qty, ln.unit_price_fen, ln.line_total_fen, ln.discount_fen, ln.paid_fen)
+            for ln in order.lines
+            if ln.line_total_fen or ln.paid_fen
+        ],
     )
 
 
