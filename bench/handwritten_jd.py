@@ -20,6 +20,7 @@ from typing import Any
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
+from gateway.regions import normalise
 from schemas.order import (
     Buyer,
     CanonicalOrder,
@@ -139,6 +140,22 @@ def _pii_state(*values: str | None) -> str:
     return "masked" if any("*" in v for v in present) else "plain"
 
 
+def _region_id(v: Any) -> str | None:
+    """A platform region id; "0" means none."""
+    i = _id(v)
+    return None if i == "0" else i
+
+
+def _strip_prefixes(text: str | None, *prefixes: str | None) -> str | None:
+    """``text`` without the given prefixes at its start, in order, each at most once."""
+    if text is None:
+        return None
+    for p in prefixes:
+        if p and text.startswith(p):
+            text = text[len(p) :]
+    return text.strip() or None
+
+
 def _required(v: Any, name: str) -> Any:
     if v is None:
         raise ValueError(f"{name} is missing")
@@ -198,7 +215,32 @@ def handwritten_jd(payload: dict[str, Any]) -> CanonicalOrder:
 
     name = _raw(consignee.get("fullname"))
     phone = _text(_first(consignee, "mobile", "telephone", "desen_mobile"))
-    detail = _text(consignee.get("fullAddress"))  # with the province/city prefix, as the dictionary
+    # JD's county is the district and town the street; fullAddress starts with the region, which is
+    # stripped level by level, the normalised name before the name as sent (江苏省, then 江苏).
+    province, city, county, town = (_text(consignee.get(k)) for k in ("province", "city", "county", "town"))
+    region = normalise(province, city, county)
+    street = town or region.town
+    detail = _strip_prefixes(
+        _text(consignee.get("fullAddress")),
+        region.province,
+        province,
+        region.city,
+        city,
+        region.district,
+        county,
+        region.town,
+        town,
+    )
+    region_ids = {
+        k: v
+        for k, v in (
+            ("province", _region_id(consignee.get("provinceId"))),
+            ("city", _region_id(consignee.get("cityId"))),
+            ("district", _region_id(consignee.get("countyId"))),
+            ("street", _region_id(consignee.get("townId"))),
+        )
+        if v
+    }
 
     state = _required(_text(o.get("orderState")), "orderState")
     base = STATUS[state]
@@ -275,13 +317,13 @@ def handwritten_jd(payload: dict[str, Any]) -> CanonicalOrder:
             name=name,
             phone=phone,
             pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
-            province=_text(consignee.get("province")),
-            city=_text(consignee.get("city")),
-            district=_text(consignee.get("county")),
-            street=_text(consignee.get("town")),
+            province=region.province,
+            city=region.city,
+            district=region.district,
+            division_codes=region.codes or None,
+            street=street,
             detail=detail,
-            # region_codes: left empty, as the dictionary must for now (no dict literal in its
-            # expressions); see jd.toml.
+            region_codes=region_ids or None,
         ),
         lines=lines,
         totals=Totals(

@@ -19,6 +19,7 @@ from typing import Any
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
+from gateway.regions import normalise
 from schemas.order import (
     Buyer,
     CanonicalOrder,
@@ -136,6 +137,12 @@ def _pii_state(*values: str | None) -> str:
     if any(_CIPHER.match(v) for v in present):
         return "encrypted"
     return "masked" if any("*" in v for v in present) else "plain"
+
+
+def _region_id(v: Any) -> str | None:
+    """A platform region id; 0 means none."""
+    i = _id(v)
+    return None if i == "0" else i
 
 
 def _required(v: Any, name: str) -> Any:
@@ -317,6 +324,17 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
     name = _raw(_first(o, "receiver_name", "receiver_name_mask"))
     phone = _text(_first(o, "receiver_phone", "receiver_phone_mask"))
     updated = _time(o.get("updated_at"))
+    # PDD's town is the district; a township there (东莞/中山) becomes the street.
+    region = normalise(_text(o.get("province")), _text(o.get("city")), _text(o.get("town")))
+    region_ids = {
+        k: v
+        for k, v in (
+            ("province", _region_id(o.get("province_id"))),
+            ("city", _region_id(o.get("city_id"))),
+            ("district", _region_id(o.get("town_id"))),
+        )
+        if v
+    }
     return CanonicalOrder(
         platform="pinduoduo",
         order_id=order_sn,
@@ -339,12 +357,13 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
             phone=phone,
             pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
             country=_text(o.get("country")),
-            province=_text(o.get("province")),
-            city=_text(o.get("city")),
-            district=_text(o.get("town")),
+            province=region.province,
+            city=region.city,
+            district=region.district,
+            division_codes=region.codes or None,
+            street=region.town,
             detail=_raw(_first(o, "receiver_address", "receiver_address_mask")),
-            # region_codes: left empty, as the dictionary must for now (no dict literal in its
-            # expressions); see pinduoduo.toml.
+            region_codes=region_ids or None,
         ),
         lines=lines,
         totals=Totals(

@@ -103,8 +103,11 @@ def test_01_single_wait_stockout(jd) -> None:
     assert line.spec == [] and line.discount_source == "allocated" and line.refund.state == "NONE"
     r = o.receiver
     assert (r.name, r.phone, r.pii_state) == ("赵**", "138****1234", "masked")
-    assert (r.province, r.city, r.district, r.street) == ("广东", "深圳市", "南山区", "粤海街道")
-    assert r.detail == "广东深圳市南山区粤海街道科技南路***号"  # prefix kept: see jd.toml
+    # The short province name is completed; fullAddress loses its region prefix down to the street.
+    assert (r.province, r.city, r.district, r.street) == ("广东省", "深圳市", "南山区", "粤海街道")
+    assert r.detail == "科技南路***号"  # fullAddress "广东深圳市南山区粤海街道科技南路***号"
+    assert r.division_codes == {"province": "440000", "city": "440300", "district": "440305"}
+    assert r.region_codes == {"province": "19", "city": "1607", "district": "3155", "street": "63117"}
     assert (o.buyer.platform_uid, o.buyer.nick, o.buyer.message, o.seller_memo) == (
         "SAMPLE_OPEN_ID_BUYER_01",
         "jd_****5a2b",
@@ -137,6 +140,12 @@ def test_02_coupons_line_level_and_allocated(jd) -> None:
     assert sum(p.amount_fen for p in o.promotions if p.funded_by == "unknown") == 1200
     assert o.completed_at is None  # orderEndTime "1970-01-01 00:00:00"
     assert o.buyer.message == "工作日送货"
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.street) == ("江苏省", "南京市", "鼓楼区", "宁海路街道")
+    # fullAddress "江苏南京市鼓楼区宁海路街道北京西路***号": the street goes too (it is in .street).
+    assert r.detail == "北京西路***号"
+    assert r.division_codes == {"province": "320000", "city": "320100", "district": "320106"}
+    assert r.region_codes == {"province": "12", "city": "904", "district": "3373"}  # townId "0": none
     _reconciles(o)
 
 
@@ -150,6 +159,11 @@ def test_03_shipped_with_waybill(jd) -> None:
     assert (ship.waybill_no, ship.carrier_platform_code, ship.carrier) == ("JDVA12345678901", "467", "JD")
     assert [(s.line_id, s.qty) for s in ship.lines] == [(first.line_id, 1), (second.line_id, 1)]
     assert o.seller_memo == "手机壳缺货, 已退款"
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.street) == ("山东省", "青岛市", "市南区", "香港中路街道")
+    assert r.detail == "香港中路***号"  # "山东青岛市市南区香港中路街道香港中路***号": the road stays
+    assert r.division_codes == {"province": "370000", "city": "370200", "district": "370202"}
+    assert r.region_codes == {"province": "13", "city": "1007", "district": "3519"}
     _reconciles(o)
 
 
@@ -169,6 +183,105 @@ def test_03_refund_apply_without_sku_matches_by_amount_for_review(jd) -> None:
     after, _ = apply_refund(o, refund)
     assert after.lines[1].refund.needs_review and after.lines[1].refund.amount_fen == 3600
     assert after.lines[0].refund.state == "NONE" and after.totals.refunded_fen == 0
+
+
+# ------------------------------------------------------------------ regions
+
+
+def _consignee(**changes: Any) -> dict[str, Any]:
+    payload = _payload("02_multi_line_coupons.json")
+    _info(payload)["consigneeInfo"].update(changes)
+    return payload
+
+
+# (consigneeInfo changes, (province, city, district, street), detail, division_codes, region_codes);
+# ids other than the samples' are made up.
+REGION_CASES = [
+    # a city without districts: empty city, the city in the county slot, a street in town
+    (
+        {
+            "province": "广东",
+            "city": "",
+            "county": "中山市",
+            "town": "石岐街道",
+            "fullAddress": "广东中山市石岐街道孙文中路***号",
+        }
+        | {"provinceId": "19", "cityId": "0", "countyId": "1658", "townId": "0"},
+        ("广东省", "中山市", None, "石岐街道"),
+        "孙文中路***号",
+        {"province": "440000", "city": "442000"},
+        {"province": "19", "district": "1658"},
+    ),
+    # the same with a township in the county slot and no town: it becomes the street
+    (
+        {"province": "广东", "city": "", "county": "虎门镇", "town": "", "fullAddress": "广东东莞市虎门镇连升路***号"}
+        | {"provinceId": "19", "cityId": "0", "countyId": "0", "townId": "0"},
+        ("广东省", "东莞市", None, "虎门镇"),
+        "连升路***号",
+        {"province": "440000", "city": "441900"},
+        {"province": "19"},
+    ),
+    # fullAddress with the full province name while province is short: the normalised name goes first
+    (
+        {"fullAddress": "江苏省南京市鼓楼区宁海路街道北京西路***号"},
+        ("江苏省", "南京市", "鼓楼区", "宁海路街道"),
+        "北京西路***号",
+        {"province": "320000", "city": "320100", "district": "320106"},
+        {"province": "12", "city": "904", "district": "3373"},
+    ),
+    # short city and district names: the names as sent are stripped too
+    (
+        {"city": "南京", "county": "鼓楼", "fullAddress": "江苏南京鼓楼宁海路街道北京西路***号"},
+        ("江苏省", "南京市", "鼓楼区", "宁海路街道"),
+        "北京西路***号",
+        {"province": "320000", "city": "320100", "district": "320106"},
+        {"province": "12", "city": "904", "district": "3373"},
+    ),
+    # a municipality with the district in the city slot (JD's tree): the rest is the street
+    (
+        {
+            "province": "北京",
+            "city": "朝阳区",
+            "county": "三环以内",
+            "town": "",
+            "fullAddress": "北京朝阳区三环以内建国路***号",
+        }
+        | {"provinceId": "1", "cityId": "72", "countyId": "2799", "townId": "0"},
+        ("北京市", "北京市", "朝阳区", "三环以内"),
+        "建国路***号",
+        {"province": "110000", "city": "110100", "district": "110105"},
+        {"province": "1", "city": "72", "district": "2799"},
+    ),
+    # a fullAddress that does not start with the region is kept whole
+    (
+        {"fullAddress": "北京西路***号"},
+        ("江苏省", "南京市", "鼓楼区", "宁海路街道"),
+        "北京西路***号",
+        {"province": "320000", "city": "320100", "district": "320106"},
+        {"province": "12", "city": "904", "district": "3373"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "names", "detail", "division", "ids"),
+    REGION_CASES,
+    ids=["zhongshan", "dongguan-township", "full-province", "short-names", "municipality", "no-prefix"],
+)
+def test_regions_normalised_and_detail_stripped(jd, changes, names, detail, division, ids) -> None:
+    payload = _consignee(**changes)
+    o = jd.translate(payload)
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.street) == names
+    assert (r.detail, r.division_codes, r.region_codes) == (detail, division, ids)
+    assert jd.unknown_fields(payload) == []
+    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(o)
+
+
+def test_no_consignee_no_region(jd) -> None:
+    r = jd.translate(_without_receiver("01_single_wait_stockout.json")).receiver
+    assert (r.province, r.city, r.district, r.street, r.detail) == (None, None, None, None, None)
+    assert r.division_codes is None and r.region_codes is None
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -96,6 +96,9 @@ def test_01_single_paid_ciphertext_receiver(pdd) -> None:
         "~SAMPLE_CIPHERTEXT_ADDR~",
     )
     assert (r.country, r.province, r.city, r.district, r.street) == ("中国", "广东省", "深圳市", "南山区", None)
+    # GB/T 2260: 南山区 440305 in 深圳市 440300 in 广东省 440000; PDD's own ids province/city/town_id.
+    assert r.division_codes == {"province": "440000", "city": "440300", "district": "440305"}
+    assert r.region_codes == {"province": "6", "city": "77", "district": "705"}
     assert (o.created_at, o.paid_at, o.updated_at) == (
         "2024-06-18T09:12:45+08:00",
         "2024-06-18T09:12:58+08:00",
@@ -137,7 +140,11 @@ def test_02_order_level_discounts_allocated_and_a_gift_line(pdd) -> None:
         ("平台优惠", "other", "platform", 500, "order"),
     ]
     assert o.buyer.message == "送人的，不要放发票"  # typed by a person: only trimmed
-    assert o.receiver.district == "工业园区"
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.street) == ("江苏省", "苏州市", "工业园区", None)
+    # 苏州工业园区 is a functional zone without a GB/T 2260 code: kept as sent, no district code.
+    assert r.division_codes == {"province": "320000", "city": "320500"}
+    assert r.region_codes == {"province": "16", "city": "220", "district": "1790"}
     _reconciles(o)
 
 
@@ -147,7 +154,9 @@ def test_03_shipped_partial_refund_masks_only(pdd) -> None:
     assert (o.totals.goods_fen, o.totals.paid_fen, o.totals.refunded_fen) == (11970, 11970, 0)
     r = o.receiver
     assert (r.name, r.phone, r.detail, r.pii_state) == ("吴**", "135****7788", "珞喻路***号", "masked")
-    assert (r.province, r.city, r.district) == ("湖北省", "武汉市", "洪山区")
+    assert (r.province, r.city, r.district, r.street) == ("湖北省", "武汉市", "洪山区", None)
+    assert r.division_codes == {"province": "420000", "city": "420100", "district": "420111"}
+    assert r.region_codes == {"province": "17", "city": "258", "district": "2160"}
     (line,) = o.lines
     # after_sales_status=10 is order-level: the goods line is REFUNDED; how many and how much comes
     # from the refund record (pdd.refund.information.get).
@@ -177,6 +186,67 @@ def test_03_refund_record_lands_on_the_line_by_sku(pdd) -> None:
     (line,) = after.lines
     assert changed and (line.refund.state, line.refund.qty, line.refund.amount_fen) == ("REFUNDED", 1, 3990)
     assert not line.refund.needs_review and after.totals.refunded_fen == 3990
+
+
+# ------------------------------------------------------------------ regions
+
+
+# A city without districts sent with an empty city and a short province, its name (or a township
+# of it) in the district slot (`town`); ids of 0 are no ids (the other ids are made up).
+REGION_CASES = [
+    (
+        {"province": "广东", "city": "", "town": "东莞市", "province_id": 6, "city_id": 0, "town_id": 1893},
+        ("广东省", "东莞市", None, None),
+        {"province": "440000", "city": "441900"},
+        {"province": "6", "district": "1893"},
+    ),
+    (
+        {"province": "广东", "city": "", "town": "虎门镇", "province_id": 6, "city_id": 0, "town_id": 0},
+        ("广东省", "东莞市", None, "虎门镇"),
+        {"province": "440000", "city": "441900"},
+        {"province": "6"},
+    ),
+    (
+        {
+            "province": "广东省",
+            "city": "中山市",
+            "town": "中山市",
+            "province_id": "6",
+            "city_id": "1894",
+            "town_id": "0",
+        },
+        ("广东省", "中山市", None, None),
+        {"province": "440000", "city": "442000"},
+        {"province": "6", "city": "1894"},
+    ),
+    (
+        {"province": "湖北", "city": "武汉", "town": "洪山", "province_id": 0, "city_id": 0, "town_id": 0},
+        ("湖北省", "武汉市", "洪山区", None),
+        {"province": "420000", "city": "420100", "district": "420111"},
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "names", "division", "ids"), REGION_CASES, ids=["dongguan", "humen", "zhongshan", "short"]
+)
+def test_regions_normalised_with_codes(pdd, changes: dict[str, Any], names, division, ids) -> None:
+    payload = _with("03_partial_refund.json", **changes)
+    o = pdd.translate(payload)
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.street) == names
+    assert (r.division_codes, r.region_codes) == (division, ids)
+    assert r.detail == "珞喻路***号"  # receiver_address is already without the region
+    assert pdd.unknown_fields(payload) == []
+    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(o)
+
+
+def test_unknown_region_is_kept_without_codes(pdd) -> None:
+    o = pdd.translate(_with("01_single_paid.json", province="火星", city="", town=""))
+    r = o.receiver
+    assert (r.province, r.city, r.district, r.division_codes) == ("火星", None, None, None)
+    assert r.region_codes == {"province": "6", "city": "77", "district": "705"}
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -303,7 +373,9 @@ def test_buyer_service_fees_are_part_of_paid(pdd) -> None:
         )
     )
     assert o.totals.buyer_fee_fen == 300 and o.totals.paid_fen == 14370
-    assert [(f.name, f.kind, f.amount_fen, f.payer) for f in o.fees] == [("sf_express_fee", "service_fee", 300, "buyer")]
+    assert [(f.name, f.kind, f.amount_fen, f.payer) for f in o.fees] == [
+        ("sf_express_fee", "service_fee", 300, "buyer")
+    ]
     _reconciles(o)
 
 
@@ -389,6 +461,8 @@ def test_handwritten_twin_gives_the_same_order(pdd, name: str) -> None:
         {"service_fee_detail": [{"service_name": "sf_express_fee", "service_fee": 3.0}], "pay_amount": 143.7},
         {"receiver_name": "", "receiver_phone": "", "after_sales_status": 4},
         {"extra_delivery_list": [{"logistics_id": 85, "tracking_number": "YT2"}], "tracking_number": "YT1"},
+        {"province": "", "city": "", "town": "", "province_id": 0, "city_id": 0, "town_id": 0},
+        {"province": "火星", "city": "", "town": "x"},
     ],
 )
 def test_handwritten_twin_agrees_on_edge_cases(pdd, changes: dict[str, Any]) -> None:
