@@ -110,13 +110,26 @@ class _Gen:
     def read(self, sc: _Scope, alts: tuple[tuple[str, ...], ...]) -> str:
         if alts in sc.reads:
             return sc.reads[alts]
-        var = self.fresh("_r")
         code = []
-        for i, keys in enumerate(alts):
-            get = f"src.get({keys[0]!r})" if len(keys) == 1 else f"_dig(src, {keys!r}, _base, _i)"
+        deps: set[str] = set()
+        gets = []
+        for keys in alts:
+            if len(keys) == 1:
+                gets.append(f"src.get({keys[0]!r})")
+                continue
+            # Deep paths share their prefixes: ``price_info`` is read once for every
+            # ``price_info.*`` field. Anything but an object there goes the slow way, which
+            # returns None for a missing step and raises, naming the path, for a wrong type.
+            prefix = self.read(sc, (keys[:-1],))
+            deps.add(f"r:{prefix}")
+            gets.append(
+                f"({prefix}.get({keys[-1]!r}) if {prefix}.__class__ is dict else _dig(src, {keys!r}, _base, _i))"
+            )
+        var = self.fresh("_r")
+        for i, get in enumerate(gets):
             code.append(f"{var} = {get}" if i == 0 else f"if {var} is None or {var} == '': {var} = {get}")
         sc.reads[alts] = var
-        sc.add(f"r:{var}", code, set())
+        sc.add(f"r:{var}", code, deps)
         return var
 
     def transformed(self, sc: _Scope, alts: tuple[tuple[str, ...], ...], fs: FieldSpec, where: str) -> str:

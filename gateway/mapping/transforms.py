@@ -73,9 +73,19 @@ def yuan(value: Any) -> int | None:
 
 
 def fen(value: Any) -> int | None:
-    """Integer fen (or a numeric string of it) → int."""
+    """Integer fen (or a numeric string of it) → int. Text with a decimal point is refused: a
+    platform that sends fen sends whole numbers, and "6.00" is far more likely yuan than 6 fen."""
+    if value.__class__ is int:
+        return value
     if value is None or value == "":
         return None
+    if value.__class__ is str:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        if "." in value:
+            raise TransformError(
+                f"fen amount {value!r} has a decimal point (is it yuan?)", f"分金额 {value!r} 含小数点（是否为元？）"
+            )
     d = _decimal(value)
     if d != d.to_integral_value():
         raise TransformError(f"fen amount {value!r} is not whole", f"分金额 {value!r} 不是整数")

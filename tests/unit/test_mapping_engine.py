@@ -179,3 +179,28 @@ _city_name = { default = "南京市" }
     # Prefixes are stripped in order and only where they are.
     assert d.translate_object({"full": "南京市鼓楼区x"})["detail"] == "x"
     assert d.translate_object({"full": "上海市x"})["detail"] == "上海市x"
+
+
+def test_deep_paths_share_prefix_reads_and_still_name_wrong_types():
+    d = _compile(
+        """
+[fields]
+a = { path = "price.a", transform = "fen" }
+b = { path = "price.b", transform = "fen" }
+c = { path = ["price.x", "price.b"], transform = "fen" }
+"""
+    )
+    assert d.source_code.count("src.get('price')") == 1
+    assert d.translate_object({"price": {"a": 1, "b": "2"}}) == {"a": 1, "b": 2, "c": 2}
+    assert d.translate_object({}) == {"a": None, "b": None, "c": None}
+    with pytest.raises(MappingError) as exc:
+        d.translate_object({"price": [1]})
+    assert exc.value.path == "price"
+
+
+def test_fen_refuses_text_with_a_decimal_point():
+    from gateway.mapping.transforms import TransformError, fen
+
+    assert (fen(600), fen("600"), fen(600.0), fen(None)) == (600, 600, 600, None)
+    with pytest.raises(TransformError, match="yuan"):
+        fen("6.00")
