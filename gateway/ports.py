@@ -123,6 +123,26 @@ class ApiKeyRecord(msgspec.Struct, kw_only=True):
     revoked_at: datetime | None = None
 
 
+RefundRowState = Literal["pending", "applied"]
+
+
+class RefundRecord(msgspec.Struct, kw_only=True):
+    """A platform refund as received (its newest version), waiting for its order or applied to it."""
+
+    platform: str
+    refund_id: str
+    platform_order_id: str
+    platform_version: str | None
+    state: RefundRowState  # pending: its order is not stored yet
+    canonical: dict[str, Any]  # the CanonicalRefund as builtins
+    payload_sha256: str  # the raw response, in the payload store
+    order_id: str | None = None  # the gateway order it was applied to
+    seq: int | None = None  # arrival order
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    applied_at: datetime | None = None
+
+
 class Page(msgspec.Struct, kw_only=True):
     items: list[Any]
     next_cursor: str | None = None
@@ -164,6 +184,25 @@ class OrderRepository(Protocol):
     async def add_timeline(self, order_id: str, kind: str, detail: dict[str, Any]) -> None: ...
 
     async def timeline(self, order_id: str) -> list[TimelineEntry]: ...
+
+
+class RefundRepository(Protocol):
+    async def get(self, platform: str, refund_id: str) -> RefundRecord | None: ...
+
+    async def add(self, record: RefundRecord) -> RefundRecord:
+        """Insert a refund seen for the first time; ``Conflict`` when ``(platform, refund_id)`` is
+        already stored. Returns it with ``seq`` and the times assigned."""
+
+    async def replace(self, record: RefundRecord, *, expected_version: str | None) -> bool:
+        """Store another version of ``(platform, refund_id)`` (every field but ``seq`` and
+        ``created_at``) if the stored ``platform_version`` is still ``expected_version``; False,
+        with nothing written, when another writer changed it first."""
+
+    async def for_order(self, platform: str, platform_order_id: str) -> list[RefundRecord]:
+        """Every refund of one platform order, pending or applied, in arrival order."""
+
+    async def mark_applied(self, platform: str, refund_ids: Sequence[str], *, order_id: str, now: datetime) -> None:
+        """Record that these refunds are applied to the gateway order ``order_id``."""
 
 
 class PayloadStore(Protocol):
@@ -278,6 +317,83 @@ class ApiKeyRepository(Protocol):
     async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
 
 
+DictionaryState = Literal["draft", "approved", "published", "superseded", "rejected"]
+
+
+class DictionaryVersion(msgspec.Struct, kw_only=True):
+    """One version of a dictionary as stored: its TOML text and where it is on the way to being
+    used (``gateway.governance`` draws the states)."""
+
+    name: str  # the dictionary's ``[dictionary] name``: what a version is a version of
+    kind: str  # order | refund | document
+    platform: str | None
+    version: str  # as declared in the text
+    digest: str  # sha256 of the text
+    text: str  # empty in listings
+    state: DictionaryState
+    proposed_by: str
+    proposed_at: datetime
+    id: int | None = None  # database-assigned; what operators name a version by
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    published_by: str | None = None
+    published_at: datetime | None = None
+    superseded_at: datetime | None = None
+    rejected_by: str | None = None
+    rejected_at: datetime | None = None
+    base_id: int | None = None  # the version published when the dry run ran
+    dry_run: dict[str, Any] | None = None  # the dry run's summary; None in listings
+    has_dry_run: bool = False
+    note: str | None = None
+
+    @property
+    def mapping_version(self) -> str:
+        """What orders record: ``<declared version>+<first 12 hex of the digest>``."""
+        return f"{self.version}+{self.digest[:12]}"
+
+
+class RecordedPayload(msgspec.Struct, kw_only=True, frozen=True):
+    """A raw payload the gateway received, with what it became: the corpus of a dry run."""
+
+    source: str  # order | intercept | refund
+    ref: str  # the gateway order id, intercept id or refund id
+    platform_order_id: str | None
+    shop_id: str | None
+    body: bytes
+
+
+class DictionaryVersions(Protocol):
+    """Dictionary versions and the publication generation every process watches."""
+
+    async def lock(self) -> int:
+        """Serialise governance writes (the publication row, ``FOR UPDATE``); the generation."""
+
+    async def generation(self) -> int:
+        """The publication generation: it grows by one with every publish and rollback."""
+
+    async def set_generation(self, generation: int, *, by: str, now: datetime) -> None: ...
+
+    async def add(self, version: DictionaryVersion) -> DictionaryVersion:
+        """Insert; returns it with ``id``."""
+
+    async def get(self, version_id: int) -> DictionaryVersion | None: ...
+
+    async def list(self, *, name: str | None = None, state: str | None = None) -> list[DictionaryVersion]:
+        """Newest first, without text and dry-run summary."""
+
+    async def published(self) -> list[DictionaryVersion]:
+        """The published version of every dictionary, with text."""
+
+    async def update(self, version_id: int, *, expect: DictionaryState, **values: Any) -> bool:
+        """Change columns of a version still in state ``expect``; False (nothing written) otherwise."""
+
+    async def recorded_payloads(self, platform: str, *, refunds: bool, limit: int) -> list[RecordedPayload]:
+        """The newest ``limit`` raw payloads of orders and intercepts (or refunds) of a platform."""
+
+    async def recorded_orders(self, targets: Sequence[str], *, limit: int) -> list[OrderRecord]:
+        """The newest ``limit`` stored orders routed to any of ``targets``."""
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without ``commit()`` rolls back."""
 
@@ -289,6 +405,8 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     keys: ApiKeyRepository
     controls: TargetControls
+    refunds: RefundRepository
+    dictionaries: DictionaryVersions
 
     async def __aenter__(self) -> Self: ...
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -264,4 +266,100 @@ target_controls = Table(
     Column("version", BigInteger, nullable=False),
     Column("changed_at", UTCDateTime()),
     Column("data", _json(), nullable=False),
+)
+
+# Platform refunds (gateway.refund_intake): one row per (platform, refund_id), its newest version.
+# ``pending`` until its order is stored (``order_id`` is then the gateway order it was applied to);
+# the raw payload is in ``raw_payloads`` under ``payload_sha256``.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("platform", String(40), nullable=False),
+    Column("refund_id", String(120), nullable=False),
+    Column("platform_order_id", String(120), nullable=False),
+    Column("order_id", String(40), ForeignKey("orders.id")),
+    Column("platform_version", String(120)),
+    Column("state", String(10), nullable=False),
+    Column("canonical", _json(), nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("applied_at", UTCDateTime()),
+    UniqueConstraint("platform", "refund_id"),
+    Index("ix_refunds_platform_order", "platform", "platform_order_id"),
+)
+
+# Dictionary versions (gateway.governance): every TOML text ever proposed, seeded or published, and
+# its state. At most one version of a name is published (the partial unique index says so too).
+dictionary_versions = Table(
+    "dictionary_versions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(80), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("platform", String(40)),
+    Column("version", String(40), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("proposed_by", String(120), nullable=False),
+    Column("proposed_at", UTCDateTime(), nullable=False),
+    Column("approved_by", String(120)),
+    Column("approved_at", UTCDateTime()),
+    Column("published_by", String(120)),
+    Column("published_at", UTCDateTime()),
+    Column("superseded_at", UTCDateTime()),
+    Column("rejected_by", String(120)),
+    Column("rejected_at", UTCDateTime()),
+    Column("base_id", BigInteger),
+    # SQL NULL, not JSON null, until a dry run: listings ask ``dry_run IS NOT NULL``.
+    Column("dry_run", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")),
+    Column("note", Text),
+    Index("ix_dictionary_versions_name_digest", "name", "digest"),
+    Index(
+        "ux_dictionary_versions_published",
+        "name",
+        unique=True,
+        sqlite_where=text("state = 'published'"),
+        postgresql_where=text("state = 'published'"),
+    ),
+)
+
+# One row: the publication generation. Every publish and rollback adds one in the same transaction;
+# each process reads it about once a second and loads the published versions when it moved.
+dictionary_publication = Table(
+    "dictionary_publication",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("changed_by", String(120), nullable=False),
+    Column("changed_at", UTCDateTime()),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+# Source fields no dictionary maps, per platform: counts, first and last sighting, a masked
+# sample, and the numbers behind a suggested target (gateway/unknown_fields.py). IT confirms or
+# dismisses each; a confirmation records the dictionary draft it created.
+unknown_fields = Table(
+    "unknown_fields",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("platform", String(40), nullable=False),
+    Column("path", String(400), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("last_seen", UTCDateTime(), nullable=False),
+    Column("sample", Text),
+    Column("numeric", BigInteger, nullable=False),
+    Column("zero", BigInteger, nullable=False),
+    Column("ratio_sum", Float, nullable=False),
+    Column("ratio_sq_sum", Float, nullable=False),
+    Column("equal_to", _json()),
+    Column("state", String(20), nullable=False),  # new | confirmed | dismissed
+    Column("target", String(40)),
+    Column("decided_by", String(120)),
+    Column("decided_at", UTCDateTime()),
+    Column("draft_id", BigInteger),
+    UniqueConstraint("platform", "path"),
 )

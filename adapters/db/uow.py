@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.audit_log import SqlAuditLog
 from adapters.db.controls import SqlTargetControls
+from adapters.db.dictionaries import SqlDictionaryVersions
 from adapters.db.engine import Database, Executor
 from adapters.db.outbox import SqlOutbox
 from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
@@ -26,6 +27,7 @@ from adapters.db.repositories import (
     SqlInterceptRepository,
     SqlOrderRepository,
     SqlPayloadStore,
+    SqlRefundRepository,
 )
 from adapters.db.sqlite_direct import SqliteAuditLog, SqliteOrderRepository, SqliteOutbox, SqlitePayloadStore
 from adapters.db.sqlite_reader import ReaderSession
@@ -63,6 +65,8 @@ class SqlUnitOfWork:
     audit: SqlAuditLog
     keys: SqlApiKeyRepository
     controls: SqlTargetControls
+    refunds: SqlRefundRepository
+    dictionaries: SqlDictionaryVersions
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -98,6 +102,8 @@ class SqlUnitOfWork:
         self.dead_letters = SqlDeadLetterRepository(conn)
         self.keys = SqlApiKeyRepository(conn)
         self.controls = SqlTargetControls(conn)
+        self.dictionaries = SqlDictionaryVersions(conn)
+        self.refunds = SqlRefundRepository(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

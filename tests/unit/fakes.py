@@ -29,6 +29,7 @@ from gateway.ports import (
     OrderState,
     OutboxLease,
     Page,
+    RefundRecord,
     TargetBacklog,
     TimelineEntry,
 )
@@ -76,6 +77,7 @@ class FakeState:
     audit_head: tuple[int, str] = (0, GENESIS_HASH)
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     controls: dict[str, Control] = field(default_factory=dict)
+    refunds: dict[tuple[str, str], RefundRecord] = field(default_factory=dict)
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -225,9 +227,7 @@ class FakeOutbox:
         return [
             row
             for row in candidates
-            if not any(
-                r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased") for r in rows
-            )
+            if not any(r.order_id == row.order_id and r.id < row.id and r.state in ("pending", "leased") for r in rows)
         ]
 
     def _lease(self, row: FakeOutboxRow, owner: str, now: datetime, lease_seconds: float) -> OutboxLease:
@@ -244,15 +244,11 @@ class FakeOutbox:
             state_data=copy.deepcopy(row.state_data),
         )
 
-    async def claim(
-        self, *, owner: str, now: datetime, lease_seconds: float, limit: int
-    ) -> list[OutboxLease]:
+    async def claim(self, *, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxLease]:
         leases = [self._lease(row, owner, now, lease_seconds) for row in self._claimable(now)[:limit]]
         return sorted(leases, key=lambda lease: lease.id)
 
-    async def claim_one(
-        self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float
-    ) -> OutboxLease | None:
+    async def claim_one(self, outbox_id: int, *, owner: str, now: datetime, lease_seconds: float) -> OutboxLease | None:
         row = next((r for r in self._claimable(now) if r.id == outbox_id), None)
         return self._lease(row, owner, now, lease_seconds) if row is not None else None
 
@@ -317,9 +313,7 @@ class FakeOutbox:
 
     async def next_due_at(self) -> datetime | None:
         times = [r.available_at for r in self._s.outbox.values() if r.state == "pending"]
-        times += [
-            r.lease_expires_at for r in self._s.outbox.values() if r.state == "leased" and r.lease_expires_at
-        ]
+        times += [r.lease_expires_at for r in self._s.outbox.values() if r.state == "leased" and r.lease_expires_at]
         return min(times) if times else None
 
     async def backlog(self) -> dict[str, TargetBacklog]:
@@ -479,6 +473,56 @@ class FakeApiKeyRepository:
         return copy.deepcopy(next((k for k in self._s.keys.values() if k.key_hash == key_hash), None))
 
 
+class FakeRefundRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def get(self, platform: str, refund_id: str) -> RefundRecord | None:
+        return copy.deepcopy(self._s.refunds.get((platform, refund_id)))
+
+    async def add(self, record: RefundRecord) -> RefundRecord:
+        key = (record.platform, record.refund_id)
+        if key in self._s.refunds:
+            raise Conflict(f"refund {record.refund_id} of {record.platform} is already stored")
+        if record.order_id is not None and record.order_id not in self._s.orders:
+            raise Conflict(f"order {record.order_id} does not exist")  # the foreign key
+        now = _now()
+        stored = msgspec.structs.replace(
+            record,
+            seq=self._s.next_seq(),
+            canonical=_json_copy(record.canonical),
+            created_at=record.created_at or now,
+            updated_at=record.updated_at or now,
+        )
+        self._s.refunds[key] = stored
+        return copy.deepcopy(stored)
+
+    async def replace(self, record: RefundRecord, *, expected_version: str | None) -> bool:
+        stored = self._s.refunds.get((record.platform, record.refund_id))
+        if stored is None or stored.platform_version != expected_version:
+            return False
+        self._s.refunds[(record.platform, record.refund_id)] = msgspec.structs.replace(
+            record,
+            seq=stored.seq,
+            canonical=_json_copy(record.canonical),
+            created_at=stored.created_at,
+            updated_at=record.updated_at or _now(),
+        )
+        return True
+
+    async def for_order(self, platform: str, platform_order_id: str) -> list[RefundRecord]:
+        found = [
+            r for r in self._s.refunds.values() if r.platform == platform and r.platform_order_id == platform_order_id
+        ]
+        return copy.deepcopy(sorted(found, key=lambda r: r.seq or 0))
+
+    async def mark_applied(self, platform: str, refund_ids: Sequence[str], *, order_id: str, now: datetime) -> None:
+        for refund_id in refund_ids:
+            stored = self._s.refunds.get((platform, refund_id))
+            if stored is not None:
+                stored.state, stored.order_id, stored.applied_at, stored.updated_at = "applied", order_id, now, now
+
+
 class FakeUnitOfWork:
     def __init__(self, factory: FakeUnitOfWorkFactory, *, write: bool) -> None:
         self._factory = factory
@@ -495,6 +539,7 @@ class FakeUnitOfWork:
         self.audit = FakeAuditLog(state)
         self.keys = FakeApiKeyRepository(state)
         self.controls = FakeTargetControls(state)
+        self.refunds = FakeRefundRepository(state)
 
     async def __aenter__(self) -> Self:
         if self._lock is not None:
