@@ -8,6 +8,10 @@
 Everything a request writes commits together before the answer is sent, so a crash at any point
 leaves either nothing or the whole record. A repeat of the same platform order at the same or an
 older platform version changes nothing and answers 200 with the first answer's body.
+
+Refunds stored for the order (``gateway.refund_intake``: some arrive before their order, and a new
+order version replaces the canonical that carried the others) are applied right after a 202, in a
+transaction of their own.
 """
 
 from __future__ import annotations
@@ -172,6 +176,14 @@ async def accept_order(
             if attempt == attempts[-1]:
                 raise
             continue
+        if result.status_code == 202 and result.order_id is not None:
+            # Refunds that arrived before this order, or that a newer version of it must carry
+            # again: applied right after, in their own transaction (refund_intake imports this module).
+            from gateway.refund_intake import settle_after_intake
+
+            await settle_after_intake(
+                uow_factory, platform=platform, platform_order_id=order.order_id, order_id=result.order_id, clock=clock
+            )
         return result
     raise AssertionError("unreachable")
 

@@ -27,6 +27,7 @@ from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound
 from gateway.intake import decode_payload, evaluate, translate
 from gateway.ports import DeadLetter, OrderRecord, UnitOfWork, UnitOfWorkFactory
+from gateway.refund_intake import with_stored_refunds
 from gateway.runtime import Runtime
 
 DictionaryChoice = Literal["first", "current"]
@@ -143,7 +144,7 @@ async def _remap(uow: UnitOfWork, order: OrderRecord, runtime: Runtime, *, actor
             + "；请修正字典，或以 dictionary=first 重放",
             violations=[{"rule": v.rule, "severity": v.severity, "path": v.path} for v in blocking],
         )
-    canonical = msgspec.to_builtins(fresh)
+    canonical = await with_stored_refunds(uow, order, msgspec.to_builtins(fresh))  # the refunds stay
     changed = sorted(_diff(order.canonical, canonical))
     dictionary = runtime.platform_dictionaries[order.platform]
     await uow.orders.replace_canonical(

@@ -70,12 +70,27 @@ class Spec(Base, kw_only=True):
     value: str
 
 
+class RefundPart(Base, kw_only=True):
+    """One refund or after-sale record on a line, as the platform last reported it."""
+
+    refund_id: str
+    state: RefundState
+    qty: Qty | None = None
+    amount_fen: NonNegFen | None = None
+    needs_review: bool = False
+
+
 class LineRefund(Base, kw_only=True):
+    """A line's refund: one summary over its refund records (``parts``) — a line may be refunded in
+    several goes (2 of 3 T-shirts, one after-sale each). ``qty`` and ``amount_fen`` add up the
+    records that are not rejected or closed; ``state`` is the one that asks most of people."""
+
     state: RefundState = "NONE"
     qty: Qty | None = None
     amount_fen: NonNegFen | None = None
     refund_ids: list[str] = msgspec.field(default_factory=list)
     needs_review: bool = False
+    parts: list[RefundPart] = msgspec.field(default_factory=list)
 
 
 class Line(Base, kw_only=True):

@@ -55,3 +55,24 @@ def test_a_refund_without_a_line_is_matched_by_amount_only_for_review(order, ref
     assert updated.totals.refunded_fen == 0  # not counted until a person confirms it
     with pytest.raises(RefundUnmatched):
         apply_refund(order, msgspec.structs.replace(anonymous, refund_id="r3", amount_fen=1))
+
+
+def test_a_line_refunded_in_two_goes_adds_up_and_counts_only_confirmed(order, refund) -> None:
+    """Two after-sales on one line (1 unit each): quantities and amounts add up; the line's state is
+    what still asks for work; refunded_fen counts the confirmed record only; a closed one drops out."""
+    line_id = refund.line_id
+    first = msgspec.structs.replace(refund, refund_id="R1", qty=1, amount_fen=3000, state="REFUNDED")
+    second = msgspec.structs.replace(refund, refund_id="R2", qty=1, amount_fen=3000, state="IN_PROGRESS")
+    o, _ = apply_refund(order, first)
+    o, changed = apply_refund(o, second)
+    (line,) = [ln for ln in o.lines if ln.line_id == line_id]
+    assert changed and (line.refund.state, line.refund.qty, line.refund.amount_fen) == ("IN_PROGRESS", 2, 6000)
+    assert line.refund.refund_ids == ["R1", "R2"] and o.totals.refunded_fen == 3000
+    o, _ = apply_refund(o, msgspec.structs.replace(second, state="REFUNDED"))
+    (line,) = [ln for ln in o.lines if ln.line_id == line_id]
+    assert (line.refund.state, line.refund.amount_fen, o.totals.refunded_fen) == ("REFUNDED", 6000, 6000)
+    o, _ = apply_refund(o, msgspec.structs.replace(second, state="CLOSED"))
+    (line,) = [ln for ln in o.lines if ln.line_id == line_id]
+    assert (line.refund.state, line.refund.qty, o.totals.refunded_fen) == ("REFUNDED", 1, 3000)
+    # the same record again changes nothing
+    assert apply_refund(o, msgspec.structs.replace(second, state="CLOSED"))[1] is False
