@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 ROLES = frozenset({"platform", "wms", "erp", "it", "auditor", "admin"})
 """Every role; ``admin`` may do everything."""
@@ -76,6 +76,20 @@ def allowed(role: str | None, required: frozenset[str]) -> bool:
     return role == "admin" or role in required
 
 
+class Caller(NamedTuple):
+    """Who is calling: the API key's role and identity, resolved once per key and cached."""
+
+    role: str
+    key_id: str
+    label: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How audit entries and dictionary versions name the caller: the key's label (the person
+        it was issued to) and its id, which tells two keys with one label apart."""
+        return f"{self.label[:60]} (key {self.key_id})" if self.label else f"key {self.key_id}"
+
+
 class _Miss(enum.Enum):
     MISS = enum.auto()
 
@@ -85,7 +99,8 @@ MISS = _Miss.MISS
 
 
 class KeyCache:
-    """Key hash → role (or "no such key") for a few seconds, so a key costs one look-up per TTL.
+    """Key hash → what the key grants (its role, or the ``Caller`` it identifies) or "no such key",
+    for a few seconds, so a key costs one look-up per TTL.
 
     Unknown keys are cached too (negative entries): a client retrying with a revoked key must not
     turn into a database query per request. The price is that creating or revoking a key takes
@@ -104,14 +119,14 @@ class KeyCache:
         self.ttl = ttl
         self.max_size = max_size
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key_hash: str) -> str | None | Literal[_Miss.MISS]:
-        """The cached role, ``None`` for a known-unknown key, or :data:`MISS`."""
+    def get(self, key_hash: str) -> Any | Literal[_Miss.MISS]:
+        """The cached grant (a role or a ``Caller``), ``None`` for a known-unknown key, or :data:`MISS`."""
         # A dict look-up is not constant-time, and need not be: timing could reveal at most how a
         # SHA-256 of the caller's own guess compares, which brings no key closer.
         entry = self._entries.get(key_hash)
@@ -124,8 +139,8 @@ class KeyCache:
         self._entries.move_to_end(key_hash)
         return role
 
-    def put(self, key_hash: str, role: str | None) -> None:
-        """Remember ``role`` (``None``: no such key) for ``ttl`` seconds."""
+    def put(self, key_hash: str, role: Any) -> None:
+        """Remember ``role`` (a role or a ``Caller``; ``None``: no such key) for ``ttl`` seconds."""
         self._entries[key_hash] = (self._clock() + self.ttl, role)
         self._entries.move_to_end(key_hash)
         while len(self._entries) > self.max_size:
@@ -138,7 +153,7 @@ class KeyCache:
         else:
             self._entries.pop(key_hash, None)
 
-    async def resolve(self, key_hash: str, load: Callable[[str], Awaitable[str | None]]) -> str | None:
+    async def resolve(self, key_hash: str, load: Callable[[str], Awaitable[Any]]) -> Any:
         """The role of ``key_hash``, calling ``load`` (the database) only on a miss.
 
         Concurrent misses for one hash share a single ``load``: a burst of requests with a new
@@ -158,7 +173,9 @@ class KeyCache:
         self._loading[key_hash] = done
         try:
             role = await load(key_hash)
-            role = role if role in ROLES else None  # a stored role we do not know grants nothing
+            # A stored role we do not know grants nothing.
+            known = (role.role if isinstance(role, Caller) else role) in ROLES
+            role = role if known else None
             self.put(key_hash, role)
             return role
         finally:

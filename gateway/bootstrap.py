@@ -1,7 +1,8 @@
 """The composition root: the one place that chooses adapters and wires them into the core.
 
-``build_container(settings)`` opens the database, compiles the dictionaries and rules, creates
-one ERP adapter per configured target, the circuits and concurrency limits of each target, and
+``build_container(settings)`` opens the database, brings the bundled dictionaries into it
+(``gateway.governance.seed``), compiles the published ones and the rules, creates one ERP adapter
+per configured target, the circuits and concurrency limits of each target, and
 the delivery queue: with no Redis configured the embedded worker; with ``GATEWAY_REDIS_URL`` the
 outbox relay that feeds arq. ``build_worker_container(settings)`` wires the same for a
 ``gateway worker`` process, without the HTTP app. Everything starts from here.
@@ -10,11 +11,13 @@ outbox relay that feeds arq. ``build_worker_container(settings)`` wires the same
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 from arq.connections import ArqRedis, create_pool
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import upgrade
@@ -27,9 +30,10 @@ from adapters.u8.eai import U8EaiAdapter
 from gateway.auth import KeyCache
 from gateway.circuit import CircuitBoard, Circuits, CircuitState
 from gateway.clock import Clock, SystemClock
-from gateway.config import GatewayConfig, TargetConfig, load_config
+from gateway.config import GatewayConfig, TargetConfig, load_config, load_value_tables
 from gateway.delivery import LEASE_MARGIN_S, DeliveryDeps
 from gateway.errors import ConfigError
+from gateway.governance import seed
 from gateway.limits import (
     ConcurrencyLimiter,
     InProcessConcurrencyLimiter,
@@ -41,8 +45,9 @@ from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, UnitOfWorkFactory
+from gateway.publication import DictionaryWatcher
 from gateway.relay import OutboxRelay
-from gateway.runtime import Runtime, load_runtime
+from gateway.runtime import Runtime, bundled_dictionaries, load_rules
 from gateway.settings import Settings
 from gateway.worker import EmbeddedWorker
 
@@ -70,6 +75,18 @@ class Container:
     relay: OutboxRelay | None = None
     permit_wait_s: float = 0.0
     lines: StopLines | None = None  # stop the line, per target
+    dictionaries: DictionaryWatcher | None = None  # switches ``runtime`` when another version is published
+    runtime_listeners: list[Callable[[Runtime], None]] = field(default_factory=list)
+
+    def set_runtime(self, runtime: Runtime) -> None:
+        """Swap in a Runtime of newly published dictionaries: for requests (which read
+        ``container.runtime``), the embedded worker, and whoever registered in ``runtime_listeners``
+        (an arq worker's job context)."""
+        self.runtime = runtime
+        if self.worker is not None:
+            self.worker.deps.runtime = runtime
+        for listener in self.runtime_listeners:
+            listener(runtime)
 
     def delivery_deps(self) -> DeliveryDeps:
         return DeliveryDeps(
@@ -98,7 +115,10 @@ class Container:
             return dict.fromkeys(targets, "unknown")
 
     def start_delivery(self) -> None:
-        """Start what this process runs of the delivery path (the embedded worker or the relay)."""
+        """Start what this process runs in the background: its part of the delivery path (the
+        embedded worker or the relay), stop-the-line, and the watch on published dictionaries."""
+        if self.dictionaries is not None:
+            self.dictionaries.start()
         if self.worker is not None:
             self.worker.start()
         if self.relay is not None:
@@ -114,6 +134,8 @@ class Container:
             self.relay.wake()
 
     async def aclose(self) -> None:
+        if self.dictionaries is not None:
+            await self.dictionaries.stop()
         if self.lines is not None:
             await self.lines.stop()
         if self.relay is not None:
@@ -151,13 +173,47 @@ def prepare_database(settings: Settings) -> None:
     upgrade(settings.database_url)
 
 
+async def load_dictionaries(
+    uow_factory: UnitOfWorkFactory, config: GatewayConfig, *, clock: Clock
+) -> DictionaryWatcher:
+    """Bring the bundled dictionaries into the database (``gateway.governance.seed``) and load the
+    published ones: a watcher holding the Runtime, ready to follow later publications.
+
+    Raises:
+        ConfigError: a bundled file does not compile, or the database is not migrated.
+    """
+    files = bundled_dictionaries(config)
+    tables = {name: load_value_tables(config, name) for name in config.targets}
+    # The rules and value tables; the dictionaries come from the database (the published versions).
+    base = Runtime(config, platform_dictionaries={}, erp_dictionaries={}, ruleset=load_rules(config), tables=tables)
+    watcher = DictionaryWatcher(uow_factory, base)
+    watcher.remember([f.compiled for f in files])
+    try:
+        for line in await seed(uow_factory, files, clock=clock):
+            log.info("bundled dictionary " + line)
+        await watcher.load()
+    except DBAPIError as exc:
+        raise ConfigError(
+            f"cannot read the dictionary versions ({type(exc).__name__}): is the database migrated?",
+            f"无法读取字典版本（{type(exc).__name__}）：数据库是否已迁移？",
+            hint="Run `gateway db upgrade` against GATEWAY_DATABASE_URL, then start again",
+        ) from exc
+    return watcher
+
+
 async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool | None) -> Container:
     """Database, dictionaries, ERP adapters, circuits and limits: what serving and delivering share."""
     config = load_config(settings.config_path)
-    runtime = load_runtime(config)
     if migrate if migrate is not None else settings.is_sqlite:
         prepare_database(settings)
     db = create_engine(settings.database_url, synchronous=settings.sqlite_synchronous)  # type: ignore[arg-type]
+    uow_factory = SqlUnitOfWorkFactory(db)
+    try:
+        watcher = await load_dictionaries(uow_factory, config, clock=clock or SystemClock())
+    except BaseException:
+        await db.dispose()
+        raise
+    runtime = watcher.runtime
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
     metrics = Metrics(targets=config.targets)
 
@@ -170,12 +226,14 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
         config=config,
         runtime=runtime,
         db=db,
-        uow_factory=SqlUnitOfWorkFactory(db),
+        uow_factory=uow_factory,
         metrics=metrics,
         clock=clock or SystemClock(),
         keys=KeyCache(),
         http=http,
+        dictionaries=watcher,
     )
+    watcher.on_change = c.set_runtime
     circuit_configs = {n: t.circuit for n, t in config.targets.items()}
     c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
     c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
@@ -230,7 +288,7 @@ async def build_container(
         "gateway wired",
         database=container.db.dialect,
         targets=sorted(container.config.targets),
-        platforms=sorted(container.runtime.platform_dictionaries),
+        dictionaries={d.name: d.version for d in container.runtime.dictionaries()},
         rules_version=container.runtime.ruleset.version,
         queue="embedded" if container.worker else ("arq" if container.relay else "none"),
     )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from adapters.db.engine import create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
 from gateway.audit import ChainCheck
 from gateway.auth import generate_key, hash_key
+from gateway.clock import SystemClock
+from gateway.config import load_config
 from gateway.ids import new_id
 from gateway.ports import ApiKeyRecord, UnitOfWorkFactory
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 ROLES = ("platform", "wms", "erp", "it", "auditor", "admin")
@@ -46,5 +52,22 @@ async def verify_audit(settings: Settings) -> ChainCheck:
     try:
         async with SqlUnitOfWorkFactory(db)(write=False) as uow:
             return await uow.audit.verify()
+    finally:
+        await db.dispose()
+
+
+@asynccontextmanager
+async def governed(settings: Settings) -> AsyncIterator[tuple[UnitOfWorkFactory, Runtime]]:
+    """The configured database and the Runtime of its published dictionaries, for the dictionary
+    commands of the CLI (the bundled files are seeded first, as every start does)."""
+    from gateway.bootstrap import load_dictionaries
+
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = create_engine(settings.database_url)
+    try:
+        uow_factory = SqlUnitOfWorkFactory(db)
+        watcher = await load_dictionaries(uow_factory, load_config(settings.config_path), clock=SystemClock())
+        yield uow_factory, watcher.runtime
     finally:
         await db.dispose()

@@ -86,6 +86,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
         # instead of each polling Redis and leaving the ERP's slot idle until the next poll.
         deps = replace(deps, limiter=PermitQueue(deps.limiter, wait_s=deps.permit_wait_s))
     ctx["deps"] = deps
+    # A newly published dictionary reaches the jobs through their deps (gateway.publication).
+    container.runtime_listeners.append(lambda runtime: setattr(deps, "runtime", runtime))
     ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}"
     container.start_delivery()
     if ctx.get("metrics_at") is not None:

@@ -12,8 +12,10 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from gateway.app.audit import AuditController, DeadLetterController
 from gateway.app.errors import EXCEPTION_HANDLERS
+from gateway.app.mappings import MappingsController
 from gateway.app.ops import OpsController
 from gateway.app.orders import OrderController, intake_wake
+from gateway.app.refunds import RefundController
 from gateway.app.targets import TargetController
 from gateway.bootstrap import Container, build_container
 from gateway.clock import Clock
@@ -41,7 +43,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             await container.aclose()
 
     return Litestar(
-        route_handlers=[OrderController, AuditController, DeadLetterController, OpsController, TargetController],
+        route_handlers=[
+            OrderController,
+            AuditController,
+            DeadLetterController,
+            OpsController,
+            TargetController,
+            MappingsController,
+            RefundController,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,

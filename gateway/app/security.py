@@ -1,7 +1,8 @@
 """API-key authentication and role guards (CONTRACT §2): no or unknown key → 401, wrong role → 403.
 
 Keys are stored only as SHA-256 hashes; a short-lived in-memory cache keeps the database out of the
-hot path. ``admin`` may use every route.
+hot path. ``admin`` may use every route. Each request also knows *who* calls: the key's id and
+label (``caller_of``), cached with the role, for the audit entries of governance actions.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.auth import MISS, allowed, hash_key, parse_bearer
+from gateway.auth import MISS, Caller, allowed, hash_key, parse_bearer
 from gateway.errors import Forbidden, Unauthorized
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]
@@ -30,16 +31,24 @@ async def role_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
         )
     container = connection.app.state.container
     digest = hash_key(key)
-    role = container.keys.get(digest)
-    if role is MISS:
+    caller = container.keys.get(digest)
+    if caller is MISS:
         async with container.uow_factory(write=False) as uow:
             record = await uow.keys.find_by_hash(digest)
-        role = record.role if record is not None and record.revoked_at is None else None
-        container.keys.put(digest, role)
-    if role is None:
+        live = record is not None and record.revoked_at is None
+        caller = Caller(record.role, record.id, record.label) if live else None
+        container.keys.put(digest, caller)
+    if caller is None:
         raise Unauthorized()
-    connection.scope.setdefault("state", {})["role"] = role
-    return role
+    state = connection.scope.setdefault("state", {})
+    state["role"], state["caller"] = caller.role, caller
+    return caller.role
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Who sent the request (after a guard or ``authorize`` let it through): its key's id, label
+    and role. ``caller_of(request).actor`` is what audit entries name."""
+    return connection.scope["state"]["caller"]
 
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], wanted: frozenset[str]) -> str:

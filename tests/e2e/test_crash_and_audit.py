@@ -90,13 +90,15 @@ def test_audit_verify_names_the_altered_entry(gateway_process: GatewayProcess, s
     with sqlite3.connect(db) as conn:
         total = conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
         assert total >= 3
+        # The order's entry (the dictionaries seeded at the first start come before it).
+        seq = conn.execute("SELECT MIN(seq) FROM audit_log WHERE action = 'order.accepted'").fetchone()[0]
         try:
-            conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+            conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = ?", (seq,))
             raise AssertionError("the audit log accepted an UPDATE")
         except sqlite3.DatabaseError:
             pass  # append-only at the database level; an attacker with file access drops the trigger
         conn.execute("DROP TRIGGER audit_log_no_update")
-        conn.execute("UPDATE audit_log SET data = replace(data, 'taobao', 'tmall') WHERE seq = 2")
+        conn.execute("UPDATE audit_log SET data = replace(data, 'taobao', 'tmall') WHERE seq = ?", (seq,))
     broken = gw.cli("audit", "verify", check=False)
     assert broken.returncode == 1
-    assert "sequence 2" in broken.stderr
+    assert f"sequence {seq}" in broken.stderr

@@ -25,12 +25,19 @@ def _config(tmp_path: Path, sandbox: RunningSandbox, mappings: Path) -> Path:
     return cfg
 
 
-def _edit_dictionary(mappings: Path, old: str, new: str, version: str) -> None:
-    path = mappings / "platforms" / "taobao.toml"
-    text = path.read_text(encoding="utf-8")
+def _publish_edited_dictionary(gw: RunningGateway, mappings: Path, old: str, new: str, version: str) -> None:
+    """IT publishes a new version of the Taobao dictionary: proposed and published by ``it``,
+    dry-run, and approved by a second person (``admin``)."""
+    text = (mappings / "platforms" / "taobao.toml").read_text(encoding="utf-8")
     assert old in text
     text = text.replace(old, new).replace('version = "1"', f'version = "{version}"', 1)
-    path.write_text(text, encoding="utf-8")
+    with gw.client("it") as it, gw.client("admin") as admin:
+        r = it.post("/v1/mappings/versions", content=text.encode())
+        assert r.status_code == 201, r.text
+        path = f"/v1/mappings/versions/{r.json()['id']}"
+        assert it.post(f"{path}/dry-run").status_code == 200
+        assert admin.post(f"{path}/approve").status_code == 200
+        assert it.post(f"{path}/publish").status_code == 200
 
 
 def _dead_order(gw: RunningGateway, sandbox: RunningSandbox) -> tuple[str, dict[str, Any]]:
@@ -57,13 +64,13 @@ def _dead_then_republished(
     sandbox: RunningSandbox, tmp_path: Path, mappings: Path, monkeypatch, edit: tuple[str, str], version: str
 ) -> tuple[dict[str, str], str, dict[str, Any], dict[str, Any]]:
     """An order dead-lettered under the first dictionary; then IT publishes ``version`` with
-    ``edit`` and the gateway is restarted with it. Returns its environment, the order id, the
-    dead letter and the order as it was."""
+    ``edit`` and the gateway is restarted (it keeps the published version). Returns its
+    environment, the order id, the dead letter and the order as it was."""
     env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(_config(tmp_path, sandbox, mappings)))
     with run_gateway(env, monkeypatch) as gw:
         gid, letter = _dead_order(gw, sandbox)
         first = gw.order(gid)
-    _edit_dictionary(mappings, *edit, version)
+        _publish_edited_dictionary(gw, mappings, *edit, version)
     return env, gid, letter, first
 
 

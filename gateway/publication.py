@@ -1,0 +1,133 @@
+"""Every process on the published dictionaries: ``gateway serve`` replicas and ``gateway worker``s.
+
+A publish or rollback moves the publication generation (one row, ``dictionary_publication``) in
+its own transaction. Each process reads that one number every ``interval_s`` (a second by
+default) in the background; when it moved, it reads the published versions, compiles the ones it
+has not compiled before (off the event loop), builds a new ``Runtime`` and swaps it in whole. So
+every process uses a newly published version within about ``interval_s`` plus a compile (tens of
+milliseconds per dictionary) of its commit; the process that published switches at once. A
+request or a delivery already running finishes with the Runtime it started with, and each order
+records the version that mapped it.
+
+If the published set does not build here (a process of an older release that cannot compile a
+newer text), the process logs it once per generation and keeps its Runtime; it tries again at the
+next generation or restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from gateway.errors import ConfigError
+from gateway.governance import compiled, load_published
+from gateway.logging import get_logger
+from gateway.mapping.dictionary import CompiledDictionary
+from gateway.ports import UnitOfWorkFactory
+from gateway.runtime import Runtime, with_dictionaries
+
+log = get_logger("gateway.publication")
+
+POLL_INTERVAL_S = 1.0
+"""How often each process reads the publication generation."""
+
+
+class DictionaryWatcher:
+    """Keeps one process's Runtime on the published dictionaries; ``on_change`` gets each new one."""
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        runtime: Runtime,
+        *,
+        on_change: Callable[[Runtime], None] | None = None,
+        interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.runtime = runtime  # the rule set and value tables come from here; the dictionaries are replaced
+        self.on_change = on_change
+        self.interval_s = interval_s
+        self.generation = -1  # loaded; -1: nothing loaded from the database yet
+        self._failed_generation: int | None = None
+        self._cache: dict[str, CompiledDictionary] = {d.digest: d for d in runtime.dictionaries()}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def remember(self, dictionaries: list[CompiledDictionary]) -> None:
+        """Compiled dictionaries to reuse by digest (the bundled files, compiled at start)."""
+        self._cache.update({d.digest: d for d in dictionaries})
+
+    async def load(self) -> Runtime:
+        """Load the published versions now, whatever the generation; return the new Runtime.
+
+        Raises:
+            ConfigError: the published versions do not make a Runtime here.
+        """
+        async with self._lock:
+            return await self._load()
+
+    async def _load(self) -> Runtime:
+        generation, versions = await load_published(self.uow_factory)
+        base = self.runtime.config.mappings_path()  # where the value tables dictionaries declare are
+        missing = [v for v in versions if v.digest not in self._cache]
+        if missing:
+            # Compiling is CPU work of some milliseconds per dictionary: off the event loop.
+            await asyncio.to_thread(lambda: [compiled(v, self._cache, base=base) for v in missing])
+        runtime = with_dictionaries(self.runtime, [compiled(v, self._cache, base=base) for v in versions])
+        previous, self.runtime, self.generation = self.generation, runtime, generation
+        if previous != -1:
+            log.info(
+                "published dictionaries switched",
+                generation=generation,
+                versions={v.name: v.mapping_version for v in versions},
+            )
+        if self.on_change is not None:
+            self.on_change(runtime)
+        return runtime
+
+    async def check(self) -> bool:
+        """Read the generation; when it moved, load and switch. True when this call switched."""
+        async with self.uow_factory(write=False) as uow:
+            generation = await uow.dictionaries.generation()
+        if generation in (self.generation, self._failed_generation):
+            return False
+        async with self._lock:
+            if generation == self.generation:  # another caller switched meanwhile
+                return False
+            try:
+                await self._load()
+            except ConfigError as exc:
+                if self._failed_generation != generation:
+                    self._failed_generation = generation
+                    log.error(
+                        "the published dictionaries do not build in this process; keeping the previous ones",
+                        generation=generation,
+                        error=exc.message_en,
+                    )
+                return False
+        return True
+
+    # ------------------------------------------------------------------ the background loop
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dictionary-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:  # the database may be briefly away: the next tick tries again
+                log.exception("reading the dictionary publication failed")
