@@ -49,6 +49,7 @@ from gateway.publication import DictionaryWatcher
 from gateway.relay import OutboxRelay
 from gateway.runtime import Runtime, bundled_dictionaries, load_rules
 from gateway.settings import Settings
+from gateway.unknown_fields import UnknownFieldRecorder
 from gateway.worker import EmbeddedWorker
 
 log = get_logger("gateway.bootstrap")
@@ -76,6 +77,7 @@ class Container:
     permit_wait_s: float = 0.0
     lines: StopLines | None = None  # stop the line, per target
     dictionaries: DictionaryWatcher | None = None  # switches ``runtime`` when another version is published
+    unknown_fields: UnknownFieldRecorder | None = None  # source fields no dictionary maps, per platform
     runtime_listeners: list[Callable[[Runtime], None]] = field(default_factory=list)
 
     def set_runtime(self, runtime: Runtime) -> None:
@@ -119,6 +121,8 @@ class Container:
         embedded worker or the relay), stop-the-line, and the watch on published dictionaries."""
         if self.dictionaries is not None:
             self.dictionaries.start()
+        if self.unknown_fields is not None:
+            self.unknown_fields.start()
         if self.worker is not None:
             self.worker.start()
         if self.relay is not None:
@@ -136,6 +140,8 @@ class Container:
     async def aclose(self) -> None:
         if self.dictionaries is not None:
             await self.dictionaries.stop()
+        if self.unknown_fields is not None:
+            await self.unknown_fields.stop()
         if self.lines is not None:
             await self.lines.stop()
         if self.relay is not None:
@@ -234,6 +240,7 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
         dictionaries=watcher,
     )
     watcher.on_change = c.set_runtime
+    c.unknown_fields = UnknownFieldRecorder(c.uow_factory, c.clock)
     circuit_configs = {n: t.circuit for n, t in config.targets.items()}
     c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
     c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}

@@ -17,6 +17,7 @@ transaction of their own.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import msgspec
 from gateway.clock import Clock
 from gateway.errors import Conflict, MappingError, PayloadInvalid, PayloadTooLarge, UnknownPlatform
 from gateway.ids import new_id
+from gateway.mapping.dictionary import CompiledDictionary
 from gateway.pii import mask_order
 from gateway.ports import Binding, InterceptRecord, OrderRecord, UnitOfWork, UnitOfWorkFactory
 from gateway.rules.catalog import RuleContext, Violation
@@ -107,8 +109,12 @@ async def accept_order(
     clock: Clock,
     max_bytes: int,
     actor: str = "platform",
+    observe_unknown: Callable[[CompiledDictionary, Any, list[str]], None] | None = None,
 ) -> IntakeResult:
-    """Take one order payload; return the answer to send. Raises ``RequestError``s for 4xx."""
+    """Take one order payload; return the answer to send. Raises ``RequestError``s for 4xx.
+
+    ``observe_unknown`` is told of source fields the dictionary does not map (the registry IT
+    reviews, ``gateway.unknown_fields``) of each new order or order version, not of repeats."""
     payload = decode_payload(body, max_bytes=max_bytes)
     sha = hashlib.sha256(body).hexdigest()
     order, unknown = translate(platform, payload, runtime, shop_header=shop_header)
@@ -176,6 +182,8 @@ async def accept_order(
             if attempt == attempts[-1]:
                 raise
             continue
+        if result.status_code == 202 and unknown and observe_unknown is not None:
+            observe_unknown(dictionary, payload, unknown)
         if result.status_code == 202 and result.order_id is not None:
             # Refunds that arrived before this order, or that a newer version of it must carry
             # again: applied right after, in their own transaction (refund_intake imports this module).

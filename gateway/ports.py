@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import msgspec
 
 from gateway.audit import AuditEntry, ChainCheck
 from gateway.stopline import Control
+
+if TYPE_CHECKING:
+    from gateway.unknown_fields import FieldStats
 
 # --------------------------------------------------------------------------- records
 
@@ -394,6 +397,23 @@ class DictionaryVersions(Protocol):
         """The newest ``limit`` stored orders routed to any of ``targets``."""
 
 
+class UnknownFields(Protocol):
+    """The per-platform registry of source fields no dictionary maps (``gateway.unknown_fields``)."""
+
+    async def add(self, batch: list[FieldStats]) -> None:
+        """Merge aggregates: counts and sums add up, the first sighting stays, the last moves on."""
+
+    async def list(self, platform: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Records ``{id, state, target, decided_by, decided_at, draft_id, stats}``, newest sightings first."""
+
+    async def get(self, field_id: int) -> dict[str, Any] | None: ...
+
+    async def decide(
+        self, field_id: int, *, state: str, target: str | None, by: str, at: datetime, draft_id: int | None
+    ) -> bool:
+        """Confirm or dismiss a field still ``new``; False when it was decided already."""
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without ``commit()`` rolls back."""
 
@@ -407,6 +427,7 @@ class UnitOfWork(Protocol):
     controls: TargetControls
     refunds: RefundRepository
     dictionaries: DictionaryVersions
+    unknown_fields: UnknownFields
 
     async def __aenter__(self) -> Self: ...
 

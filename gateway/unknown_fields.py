@@ -15,13 +15,18 @@ aggregates are flushed to the database every few seconds by the serving process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.errors import ConfigError
+from gateway.logging import get_logger
 from gateway.mapping.dictionary import CompiledDictionary, compile_dictionary
+
+log = get_logger("gateway.unknown_fields")
 
 MIN_OBSERVATIONS = 5
 SMALL_SHARE = 0.3  # a fee is a small part of the order …
@@ -230,6 +235,7 @@ def draft_change(text: str, dictionary: CompiledDictionary, path: str, target: s
             f"{path} is inside a list: add it to that list's ignore (or map it) by hand",
             f"{path} 位于列表中：请在该列表的 ignore 中手工添加或映射",
         )
+    text = _bump_version(text)
     if target == "ignore":
         return _add_ignore(text, path)
     paid = dictionary.spec.fields.get("totals.paid_fen")
@@ -253,6 +259,24 @@ def draft_change(text: str, dictionary: CompiledDictionary, path: str, target: s
     return new
 
 
+def _bump_version(text: str) -> str:
+    """The declared version moved on: "1" → "2", "1.4" → "1.5", anything else gets ".1"."""
+
+    def bump(m: re.Match[str]) -> str:
+        old = m.group(2)
+        head, _, last = old.rpartition(".")
+        new = (
+            f"{head}.{int(last) + 1}" if head and last.isdigit() else str(int(old) + 1) if old.isdigit() else f"{old}.1"
+        )
+        return f'{m.group(1)}"{new}"'
+
+    head = re.search(r"(?ms)^\[dictionary\][ \t]*\n.*?(?=^\[|\Z)", text)
+    if head is None:
+        return text
+    part = re.sub(r'(?m)^(version\s*=\s*)"([^"]*)"', bump, head.group(0), count=1)
+    return text[: head.start()] + part + text[head.end() :]
+
+
 def _add_ignore(text: str, path: str) -> str:
     """``path`` added to the ``ignore`` list of the ``[dictionary]`` header."""
     head = re.search(r"(?ms)^\[dictionary\][ \t]*\n(.*?)(?=^\[)", text)
@@ -267,3 +291,58 @@ def _add_ignore(text: str, path: str) -> str:
     new = text[: head.start(1)] + body + text[head.end(1) :]
     compile_dictionary(new, origin=f"ignore {path}")
     return new
+
+
+class UnknownFieldRecorder:
+    """The serving process's recorder: observes orders in memory and flushes the aggregates to
+    the registry every ``interval_s`` seconds (and on stop). A failed flush keeps its aggregates
+    for the next one; nothing is counted twice, at worst a sighting waits a little longer."""
+
+    def __init__(self, uow_factory: Any, clock: Any, interval_s: float = 5.0) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._interval = interval_s
+        self.tracker = UnknownFieldTracker()
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, dictionary: CompiledDictionary, payload: Any, unknown: list[str]) -> None:
+        if unknown:
+            self.tracker.observe(dictionary, payload, unknown, self._clock.now().isoformat(timespec="seconds"))
+
+    async def flush(self) -> int:
+        batch = self.tracker.drain()
+        if not batch:
+            return 0
+        try:
+            async with self._uow_factory() as uow:
+                await uow.unknown_fields.add(batch)
+                await uow.commit()
+        except Exception:
+            for st in batch:  # back into the tracker, merged with what arrived meanwhile
+                key = (st.platform, st.path)
+                cur = self.tracker._stats.get(key)
+                if cur is None:
+                    self.tracker._stats[key] = st
+                else:
+                    st.merge(cur)
+                    self.tracker._stats[key] = st
+            log.warning("unknown fields not recorded; kept for the next flush", exc_info=True)
+            return 0
+        return len(batch)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="unknown-fields")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

@@ -32,6 +32,7 @@ from adapters.db.repositories import (
 from adapters.db.sqlite_direct import SqliteAuditLog, SqliteOrderRepository, SqliteOutbox, SqlitePayloadStore
 from adapters.db.sqlite_reader import ReaderSession
 from adapters.db.sqlite_writer import WriterSession
+from adapters.db.unknown_fields import SqlUnknownFields
 
 
 class _AsyncSession:
@@ -67,6 +68,7 @@ class SqlUnitOfWork:
     controls: SqlTargetControls
     refunds: SqlRefundRepository
     dictionaries: SqlDictionaryVersions
+    unknown_fields: SqlUnknownFields
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -104,6 +106,7 @@ class SqlUnitOfWork:
         self.controls = SqlTargetControls(conn)
         self.dictionaries = SqlDictionaryVersions(conn)
         self.refunds = SqlRefundRepository(conn)
+        self.unknown_fields = SqlUnknownFields(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

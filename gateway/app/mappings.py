@@ -8,12 +8,13 @@ The single-payload ``POST /v1/mappings/{platform}/dry-run`` lives with the order
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from gateway import field_review
 from gateway import governance as gov
 from gateway.app.security import caller_of, requires
 from gateway.dryrun import DEFAULT_LIMIT, compare, sample_corpus, samples_folder
@@ -30,6 +31,10 @@ class DraftRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class NoteRequest(msgspec.Struct, forbid_unknown_fields=True):
     note: str | None = None
+
+
+class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
+    target: Literal["channel_fee", "platform_fee", "service_fee", "ignore"] | None = None
 
 
 def _decode(raw: bytes, kind: type[Any], example: str) -> Any:
@@ -230,3 +235,41 @@ class MappingsController(Controller):
             corpus = sample_corpus(db, da, c.runtime, samples_folder(c.config))
             body["samples"] = await asyncio.to_thread(compare, db, da, corpus, c.runtime)
         return body
+
+    # -- unknown fields: what the platforms send that no dictionary maps -----------------------
+
+    @get("/unknown-fields")
+    async def unknown_fields(
+        self,
+        request: Request,
+        platform: Annotated[str | None, QueryParameter()] = None,
+        field_state: Annotated[str | None, QueryParameter(name="state")] = None,
+    ) -> dict[str, Any]:
+        """Unknown source fields per platform: counts, first and last sighting, a masked sample and,
+        for numbers, a suggested target (``suggestion``) from their relation to the paid amount."""
+        c = request.app.state.container
+        if c.unknown_fields is not None:
+            await c.unknown_fields.flush()  # this process's latest sightings too
+        return {"items": await field_review.list_fields(c.uow_factory, platform, field_state)}
+
+    @post("/unknown-fields/{field_id:int}/confirm", status_code=201)
+    async def confirm_unknown_field(self, request: Request, field_id: FromPath[int]) -> dict[str, Any]:
+        """Map the field (body ``{"target": "channel_fee"}``, default the suggestion): drafts a
+        dictionary version that still needs its dry run and a second person's approval."""
+        c = request.app.state.container
+        raw = await request.body()
+        target = _decode(raw, ConfirmRequest, '{"target": "channel_fee"}').target if raw.strip() else None
+        return await field_review.confirm(
+            c.uow_factory,
+            field_id,
+            target=target,
+            actor=caller_of(request).actor,
+            clock=c.clock,
+            base=c.config.mappings_path(),
+        )
+
+    @post("/unknown-fields/{field_id:int}/dismiss", status_code=200)
+    async def dismiss_unknown_field(self, request: Request, field_id: FromPath[int]) -> dict[str, Any]:
+        """Keep the field unmapped and stop suggesting it."""
+        c = request.app.state.container
+        return await field_review.dismiss(c.uow_factory, field_id, actor=caller_of(request).actor, clock=c.clock)

@@ -81,6 +81,7 @@ class OrderController(Controller):
                 runtime=c.runtime,
                 clock=c.clock,
                 max_bytes=c.settings.max_body_bytes,
+                observe_unknown=c.unknown_fields.observe if c.unknown_fields is not None else None,
             )
         except PayloadInvalid:
             c.metrics.count_intake(platform, "invalid")

@@ -107,3 +107,10 @@ def test_refused_changes(taobao):
         draft_change(text, taobao, "x", "whatever")
     with pytest.raises(ConfigError):
         draft_change(text, taobao, "orders.order[].x", "channel_fee")
+
+
+def test_a_drafted_change_declares_the_next_version(taobao):
+    text = DICT_PATH.read_text(encoding="utf-8")
+    assert compile_dictionary(draft_change(text, taobao, "x_fee", "channel_fee")).spec.dictionary.version == "2"
+    dotted = text.replace('version = "1"', 'version = "1.4"', 1)
+    assert compile_dictionary(draft_change(dotted, taobao, "x_fee", "ignore")).spec.dictionary.version == "1.5"
