@@ -177,6 +177,14 @@ async def accept_order(
                     result = await _store_update(
                         uow, binding, order, canonical, violations, verdict, sha, runtime, clock, unknown, actor
                     )
+                # Refunds to apply to it (stored before it arrived, or carried by the version it
+                # replaces): known here where no refund can commit beside this transaction.
+                refunds_here = getattr(uow, "refunds", None)
+                refunds_stored = (
+                    await refunds_here.stored_for_order(platform, order.order_id)
+                    if refunds_here is not None and result.status_code == 202
+                    else None
+                )
                 await uow.commit()
         except Conflict:
             if attempt == attempts[-1]:
@@ -184,9 +192,10 @@ async def accept_order(
             continue
         if result.status_code == 202 and unknown and observe_unknown is not None:
             observe_unknown(dictionary, payload, unknown)
-        if result.status_code == 202 and result.order_id is not None:
+        if result.status_code == 202 and result.order_id is not None and refunds_stored is not False:
             # Refunds that arrived before this order, or that a newer version of it must carry
-            # again: applied right after, in their own transaction (refund_intake imports this module).
+            # again: applied right after, in their own transaction (refund_intake imports this module);
+            # where the transaction could not tell, the look-up happens there.
             from gateway.refund_intake import settle_after_intake
 
             await settle_after_intake(

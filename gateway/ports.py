@@ -201,6 +201,11 @@ class RefundRepository(Protocol):
         ``created_at``) if the stored ``platform_version`` is still ``expected_version``; False,
         with nothing written, when another writer changed it first."""
 
+    async def stored_for_order(self, platform: str, platform_order_id: str) -> bool | None:
+        """Whether refunds of this platform order are stored, told inside a transaction that no
+        other writer can run beside (SQLite's writer); None where that cannot be known before the
+        commit (the caller then checks after it)."""
+
     async def for_order(self, platform: str, platform_order_id: str) -> list[RefundRecord]:
         """Every refund of one platform order, pending or applied, in arrival order."""
 

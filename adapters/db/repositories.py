@@ -393,6 +393,9 @@ class SqlRefundRepository:
         )
         return (await self._conn.execute(stmt)).rowcount == 1
 
+    async def stored_for_order(self, platform: str, platform_order_id: str) -> bool | None:
+        return None  # concurrent writers: a refund may commit beside this transaction
+
     async def for_order(self, platform: str, platform_order_id: str) -> list[RefundRecord]:
         r = refunds
         stmt = select(r).where(r.c.platform == platform, r.c.platform_order_id == platform_order_id).order_by(r.c.seq)

@@ -25,6 +25,7 @@ from adapters.db.repositories import (
     PAYLOAD_ZLIB_LEVEL,
     SqlOrderRepository,
     SqlPayloadStore,
+    SqlRefundRepository,
     binding_from_row,
     conflict_on_duplicate,
     utcnow,
@@ -225,3 +226,19 @@ class SqliteAuditLog(SqlAuditLog):
         )
         writer.audit_head = (entry.seq, entry.hash)
         return entry
+
+
+_REFUND_STORED = "SELECT 1 FROM refunds WHERE platform = ? AND platform_order_id = ? LIMIT 1"
+
+
+class SqliteRefundRepository(SqlRefundRepository):
+    """The writer's refunds: SQLite runs one writer at a time, so what this transaction sees of the
+    refunds table stays true until it commits."""
+
+    def __init__(self, session: WriterSession) -> None:
+        super().__init__(session)
+        self._session = session
+
+    async def stored_for_order(self, platform: str, platform_order_id: str) -> bool | None:
+        raw = await self._session.driver()
+        return raw.execute(_REFUND_STORED, (platform, platform_order_id)).fetchone() is not None

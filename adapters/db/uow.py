@@ -29,7 +29,13 @@ from adapters.db.repositories import (
     SqlPayloadStore,
     SqlRefundRepository,
 )
-from adapters.db.sqlite_direct import SqliteAuditLog, SqliteOrderRepository, SqliteOutbox, SqlitePayloadStore
+from adapters.db.sqlite_direct import (
+    SqliteAuditLog,
+    SqliteOrderRepository,
+    SqliteOutbox,
+    SqlitePayloadStore,
+    SqliteRefundRepository,
+)
 from adapters.db.sqlite_reader import ReaderSession
 from adapters.db.sqlite_writer import WriterSession
 from adapters.db.unknown_fields import SqlUnknownFields
@@ -66,7 +72,7 @@ class SqlUnitOfWork:
     audit: SqlAuditLog
     keys: SqlApiKeyRepository
     controls: SqlTargetControls
-    refunds: SqlRefundRepository
+    refunds: SqlRefundRepository  # SqliteRefundRepository in SQLite's writer
     dictionaries: SqlDictionaryVersions
     unknown_fields: SqlUnknownFields
 
@@ -105,7 +111,11 @@ class SqlUnitOfWork:
         self.keys = SqlApiKeyRepository(conn)
         self.controls = SqlTargetControls(conn)
         self.dictionaries = SqlDictionaryVersions(conn)
-        self.refunds = SqlRefundRepository(conn)
+        self.refunds = (
+            SqliteRefundRepository(self._session)
+            if isinstance(self._session, WriterSession)
+            else SqlRefundRepository(conn)
+        )
         self.unknown_fields = SqlUnknownFields(conn)
         return self
 

@@ -477,6 +477,10 @@ class FakeRefundRepository:
     def __init__(self, state: FakeState) -> None:
         self._s = state
 
+    async def stored_for_order(self, platform: str, platform_order_id: str) -> bool | None:
+        # The fake's write units of work run one at a time, like SQLite's writer.
+        return any(k[0] == platform and r.platform_order_id == platform_order_id for k, r in self._s.refunds.items())
+
     async def get(self, platform: str, refund_id: str) -> RefundRecord | None:
         return copy.deepcopy(self._s.refunds.get((platform, refund_id)))
 
