@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from gateway.clock import Clock
-from gateway.errors import ConfigError, Conflict, RequestError, UnknownPlatform
+from gateway.errors import ConfigError, Conflict, NotFound, RequestError, UnknownPlatform
 from gateway.intake import decode_payload
 from gateway.logging import get_logger
 from gateway.mapping.dictionary import CompiledDictionary, load_dictionary
@@ -183,8 +183,15 @@ async def _store(uow: UnitOfWork, req: _Request, now: datetime) -> RefundResult:
         written: set[str] = set()  # refund ids whose row this request added or replaced
         current: list[CanonicalRefund] = []  # the refunds of this request that are not stale
         for refund in group:
-            canonical = msgspec.to_builtins(refund)
             stored = await uow.refunds.get(req.platform, refund.refund_id)
+            if stored is not None and stored.canonical.get("confirmed_line_id") and not refund.confirmed_line_id:
+                # a person confirmed its line: a newer version of the refund keeps that
+                refund = msgspec.structs.replace(
+                    refund,
+                    confirmed_line_id=stored.canonical["confirmed_line_id"],
+                    confirmed_by=stored.canonical.get("confirmed_by"),
+                )
+            canonical = msgspec.to_builtins(refund)
             if stored is not None and older_version(refund.platform_version, stored.platform_version):
                 items[refund.refund_id] = _item(
                     msgspec.convert(stored.canonical, CanonicalRefund),
@@ -476,3 +483,68 @@ async def settle_after_intake(
         )
     except Exception:
         log.exception("applying stored refunds failed", platform=platform, order=order_id)
+
+
+class RefundNotFound(NotFound):
+    code = "REFUND_NOT_FOUND"
+    message_zh = "该订单没有此退款"
+    message_en = "The order has no such refund"
+
+
+async def confirm_refund_line(
+    uow_factory: UnitOfWorkFactory,
+    order_id: str,
+    refund_id: str,
+    *,
+    line_id: str | None,
+    actor: str,
+    clock: Clock,
+) -> dict[str, Any]:
+    """A person confirms which line a refund belongs to (``needs_review`` → confirmed): the line it
+    was attached to by amount, or another one. From then on the refund counts in ``refunded_fen``
+    when it is REFUNDED; the confirmation is kept with the stored refund and in the audit log."""
+    async with uow_factory() as uow:
+        order = await uow.orders.get(order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id}", f"订单 {order_id} 不存在")
+        stored = await uow.refunds.get(order.platform, refund_id)
+        if stored is None or stored.platform_order_id != order.platform_order_id:
+            raise RefundNotFound(f"order {order_id} has no refund {refund_id}", f"订单 {order_id} 没有退款 {refund_id}")
+        current = msgspec.convert(order.canonical, CanonicalOrder)
+        attached = refund_line(current, refund_id)
+        target = line_id or (attached.line_id if attached is not None else None)
+        if target is None or not any(ln.line_id == target for ln in current.lines):
+            raise RequestError(
+                f"order {order_id} has no line {target!r}; name one of "
+                + ", ".join(ln.line_id for ln in current.lines),
+                f"订单 {order_id} 没有行 {target!r}",
+                hint='Send {"line_id": "<one of the order\'s line ids>"}',
+            )
+        refund = msgspec.convert(stored.canonical, CanonicalRefund)
+        confirmed = msgspec.structs.replace(refund, confirmed_line_id=target, confirmed_by=actor)
+        record = msgspec.structs.replace(stored, canonical=msgspec.to_builtins(confirmed), updated_at=clock.now())
+        if not await uow.refunds.replace(record, expected_version=stored.platform_version):
+            raise _Raced(f"refund {refund_id} changed meanwhile", f"退款 {refund_id} 已被并发修改")
+        applied = await _apply_stored(uow, order, clock.now(), actor=actor, cause="confirmed", fresh={refund_id})
+        line = refund_line(applied.order, refund_id)
+        await uow.audit.append(
+            actor=actor,
+            action="refund.line_confirmed",
+            subject_type="order",
+            subject_id=order.id,
+            data={
+                "platform": order.platform,
+                "refund_id": refund_id,
+                "line_id": target,
+                "was": attached.line_id if attached is not None else None,
+                "refunded_fen": applied.order.totals.refunded_fen,
+            },
+        )
+        await uow.commit()
+    return {
+        "order": order.id,
+        "refund_id": refund_id,
+        "line_id": target,
+        "needs_review": bool(line and line.refund.needs_review),
+        "refunded_fen": applied.order.totals.refunded_fen,
+    }

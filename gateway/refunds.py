@@ -32,6 +32,10 @@ class RefundUnmatched(Conflict):
 def _match(order: CanonicalOrder, refund: CanonicalRefund) -> tuple[int, bool]:
     """The index of the refunded line and whether a person must confirm the match."""
     lines = order.lines
+    if refund.confirmed_line_id:
+        hits = [i for i, ln in enumerate(lines) if ln.line_id == refund.confirmed_line_id]
+        if len(hits) == 1:
+            return hits[0], False
     for key in ("line_id", "sku_id", "merchant_sku"):
         value = getattr(refund, key)
         if value:
@@ -116,6 +120,19 @@ def apply_refund(order: CanonicalOrder, refund: CanonicalRefund) -> tuple[Canoni
     return msgspec.structs.replace(order, lines=lines, totals=totals), True
 
 
+def detach(order: CanonicalOrder, refund_id: str) -> CanonicalOrder:
+    """The order without the record ``refund_id`` on any line (before it is attached elsewhere)."""
+    lines = list(order.lines)
+    for i, ln in enumerate(lines):
+        if any(p.refund_id == refund_id for p in ln.refund.parts):
+            parts = [p for p in ln.refund.parts if p.refund_id != refund_id]
+            lines[i] = msgspec.structs.replace(ln, refund=summarise(parts) if parts else LineRefund())
+    if lines == order.lines:
+        return order
+    totals = msgspec.structs.replace(order.totals, refunded_fen=refunded_fen(lines))
+    return msgspec.structs.replace(order, lines=lines, totals=totals)
+
+
 def apply_refunds(
     order: CanonicalOrder, refunds: Iterable[CanonicalRefund]
 ) -> tuple[CanonicalOrder, list[CanonicalRefund]]:
@@ -124,6 +141,8 @@ def apply_refunds(
     unmatched: list[CanonicalRefund] = []
     for refund in refunds:
         try:
+            if refund.confirmed_line_id:  # a person moved it: off whatever line it was on
+                order = detach(order, refund.refund_id)
             order, _ = apply_refund(order, refund)
         except RefundUnmatched:
             unmatched.append(refund)

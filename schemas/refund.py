@@ -13,6 +13,10 @@ class CanonicalRefund(msgspec.Struct, kw_only=True):
     order_id: str
     refund_id: str
     line_id: str | None = None  # None: the platform does not say which line (JD refund-apply)
+    # Set by a person who confirmed which line a refund belongs to (``needs_review`` resolved);
+    # kept across later versions of the same refund.
+    confirmed_line_id: str | None = None
+    confirmed_by: str | None = None
     sku_id: str | None = None
     merchant_sku: str | None = None
     state: RefundState

@@ -6,10 +6,17 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.params import FromPath
 
-from gateway.app.security import authorize
-from gateway.refund_intake import accept_refunds
+from gateway.app.security import authorize, caller_of, requires
+from gateway.errors import PayloadInvalid
+from gateway.refund_intake import accept_refunds, confirm_refund_line
 
 _PLATFORMS = frozenset({"platform"})
+
+
+class ConfirmLine(msgspec.Struct, forbid_unknown_fields=True):
+    line_id: str | None = None
+
+
 _json = msgspec.json.Encoder().encode
 
 
@@ -39,3 +46,20 @@ class RefundController(Controller):
             max_bytes=c.settings.max_body_bytes,
         )
         return Response(_json(result.body), status_code=result.status_code, media_type=MediaType.JSON)
+
+    @post("/orders/{order_id:str}/refunds/{refund_id:str}/confirm", guards=[requires("it")], status_code=200)
+    async def confirm_line(self, request: Request, order_id: FromPath[str], refund_id: FromPath[str]) -> dict:
+        """Confirm which line a refund belongs to (body ``{"line_id"}``, default: the line it was
+        matched to by amount). A refund the platform did not tie to a line (JD refund-apply) counts
+        in ``refunded_fen`` only after this; the confirmation survives later versions of the refund."""
+        c = request.app.state.container
+        raw = await request.body()
+        try:
+            body = msgspec.json.decode(raw, type=ConfirmLine) if raw.strip() else ConfirmLine()
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise PayloadInvalid(
+                f'the request is invalid: {exc}; send {{"line_id": "..."}}', f"请求无效：{exc}"
+            ) from None
+        return await confirm_refund_line(
+            c.uow_factory, order_id, refund_id, line_id=body.line_id, actor=caller_of(request).actor, clock=c.clock
+        )

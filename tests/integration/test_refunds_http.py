@@ -133,3 +133,51 @@ def test_refusals(gateway: RunningGateway) -> None:
     assert body["refund_id"] == "77"
     with gateway.client("auditor") as c:
         assert not [e for e in c.get("/v1/audit").json()["items"] if e["action"].startswith("refund")]
+
+
+JD = SAMPLES / "jd"
+JD_LINE_B = "295600011122:100034567892"
+
+
+def _jd_refund(**changes: Any) -> bytes:
+    payload = msgspec.json.decode((JD / "03_partial_refund.refundapply.json").read_bytes())
+    payload["jingdong_pop_afs_soa_refundapply_queryPageList_responce"]["queryResult"]["result"][0].update(changes)
+    return msgspec.json.encode(payload)
+
+
+def test_a_person_confirms_the_line_of_a_refund_the_platform_did_not_name(gateway: RunningGateway) -> None:
+    """JD's refund-apply names no SKU: matched by amount and flagged; confirmed by IT, it counts
+    once refunded, and the confirmation survives the platform's next version of the refund."""
+    order_id = _post(gateway, "orders", (JD / "03_partial_refund.json").read_bytes(), "jd").json()["id"]
+    assert _post(gateway, "refunds", _jd_refund(), "jd").status_code == 202
+    done = _post(gateway, "refunds", _jd_refund(status=6, checkTime="2024-06-16 10:00:00"), "jd")
+    assert done.status_code == 202, done.text
+    order = gateway.order(order_id)
+    line = next(ln for ln in order["lines"] if ln["line_id"] == JD_LINE_B)
+    assert line["refund"]["needs_review"] and order["totals"]["refunded_fen"] == 0
+
+    path = f"/v1/orders/{order_id}/refunds/880012345/confirm"
+    with gateway.client("platform") as c:
+        assert c.post(path).status_code == 403
+    with gateway.client("it") as c:
+        bad = c.post(path, json={"line_id": "nope"})
+        assert bad.status_code == 400 and JD_LINE_B in bad.json()["message_en"]
+        assert c.post(f"/v1/orders/{order_id}/refunds/1/confirm").status_code == 404
+        r = c.post(path)
+    assert r.status_code == 200, r.text
+    assert r.json() | {"order": None} == {
+        "order": None,
+        "refund_id": "880012345",
+        "line_id": JD_LINE_B,
+        "needs_review": False,
+        "refunded_fen": 3600,
+    }
+    # the platform sends the refund again, later: still confirmed, still counted
+    again = _post(gateway, "refunds", _jd_refund(status=6, checkTime="2024-06-17 10:00:00"), "jd")
+    assert again.status_code == 202 and again.json()["refunds"][0]["needs_review"] is False
+    order = gateway.order(order_id)
+    assert order["totals"]["refunded_fen"] == 3600
+    with gateway.client("auditor") as c:
+        audit = c.get("/v1/audit", params={"limit": 1000}).json()["items"]
+    (entry,) = [e for e in audit if e["action"] == "refund.line_confirmed"]
+    assert entry["data"]["line_id"] == JD_LINE_B and "(key " in entry["actor"]  # the IT person's key
