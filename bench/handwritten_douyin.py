@@ -9,12 +9,9 @@ msgspec Structs of ``schemas/order.py``. It is not a second mapper for productio
 
 from __future__ import annotations
 
-import re
-import tomllib
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from handwritten_common import carrier_lookup, either, ident, integer, nonneg, pii_state, raw, required, unix_time
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
@@ -31,9 +28,6 @@ from schemas.order import (
     Spec,
     Totals,
 )
-
-_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
-_CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
 
 STATUS = {
     1: "PENDING_PAYMENT",
@@ -60,66 +54,12 @@ _BLOCKS = [
     ("kol_discount_detail", "talent"),
 ]
 
-# The same value table the dictionary looks carriers up in, read once.
-_CARRIERS: dict[str, str] = tomllib.loads(
-    (Path(__file__).resolve().parents[1] / "mappings" / "values" / "platforms.toml").read_text(encoding="utf-8")
-)["carriers"]["douyin"]
-
-
-def _raw(v: Any) -> str | None:
-    return (v.strip() or None) if isinstance(v, str) else _text(v)
-
-
-def _id(v: Any) -> str | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    if isinstance(v, str):
-        return v.strip() or None
-    raise ValueError(f"not an id: {v!r}")
-
-
-def _int(v: Any) -> int | None:
-    """Fen and counts: a whole number, as a number or as text."""
-    if v is None or v == "":
-        return None
-    if isinstance(v, bool):
-        raise ValueError(f"not a number: {v!r}")
-    if isinstance(v, int):
-        return v
-    d = Decimal(v.strip() if isinstance(v, str) else repr(v))
-    if d != d.to_integral_value():
-        raise ValueError(f"not a whole number: {v!r}")
-    return int(d)
-
-
-def _nonneg(v: int | None, name: str) -> int | None:
-    if v is not None and v < 0:
-        raise ValueError(f"{name} is negative: {v}")
-    return v
-
-
-def _time(v: Any) -> str | None:
-    """Unix seconds (0 = unset) → ISO-8601 in +08:00."""
-    if v is None or v == "" or v == 0 or v == "0":
-        return None
-    seconds = float(v)
-    if seconds > 1e11:  # milliseconds
-        seconds /= 1000
-    return datetime.fromtimestamp(int(seconds), tz=UTC).astimezone(_CST).isoformat(timespec="seconds")
-
-
-def _either(*values: Any) -> Any:
-    """The first value that is neither null nor empty text (a 0 counts)."""
-    for v in values:
-        if v is not None and v != "":
-            return v
-    return None
+# The same value table the dictionary looks carriers up in.
+_carrier = carrier_lookup("douyin")
 
 
 def _first(d: dict[str, Any], *keys: str) -> Any:
-    return _either(*(d.get(k) for k in keys))
+    return either(*(d.get(k) for k in keys))
 
 
 def _dig(d: dict[str, Any], *paths: tuple[str, ...]) -> Any:
@@ -134,53 +74,29 @@ def _dig(d: dict[str, Any], *paths: tuple[str, ...]) -> Any:
     return None
 
 
-def _pii_state(*values: str | None) -> str:
-    present = [v.strip() for v in values if v and v.strip()]
-    if not present:
-        return "absent"
-    if any(_CIPHER.match(v) for v in present):
-        return "encrypted"
-    return "masked" if any("*" in v for v in present) else "plain"
-
-
-def _required(v: Any, name: str) -> Any:
-    if v is None:
-        raise ValueError(f"{name} is missing")
-    return v
-
-
-def _carrier(code: str | None) -> str | None:
-    if code is None:
-        return None
-    found = _CARRIERS.get(code, _CARRIERS.get("*"))
-    if found is None:
-        raise ValueError(f"no entry for {code!r} in value table carriers.douyin")
-    return found or None
-
-
 def _refund_state(sku: dict[str, Any]) -> str:
     info = sku.get("after_sale_info") or {}
-    refund_status = _int(info.get("refund_status"))
+    refund_status = integer(info.get("refund_status"))
     by_refund = None if refund_status is None else REFUND[refund_status]
     if by_refund == "REFUNDED":
         return by_refund
-    after_sale = _int(info.get("after_sale_status"))
+    after_sale = integer(info.get("after_sale_status"))
     return AFTER_SALE.get(after_sale) or by_refund or "NONE"  # type: ignore[arg-type]
 
 
 def _line(sku: dict[str, Any]) -> Line:
-    qty = _nonneg(_required(_int(sku.get("item_num")), "item_num"), "item_num")
-    unit = _nonneg(_required(_int(sku.get("origin_amount")), "origin_amount"), "origin_amount")
-    total = _nonneg(unit * qty, "line total")  # type: ignore[operator]
+    qty = nonneg(required(integer(sku.get("item_num")), "item_num"), "item_num")
+    unit = nonneg(required(integer(sku.get("origin_amount")), "origin_amount"), "origin_amount")
+    total = nonneg(unit * qty, "line total")  # type: ignore[operator]
     # The platform's per-SKU discount and payment, kept apart so that AMOUNT_MISMATCH can compare them.
-    discount = (_int(sku.get("promotion_amount")) or 0) + (_int(sku.get("promotion_pay_amount")) or 0)
-    pay = _required(_int(sku.get("pay_amount")), "pay_amount")
-    paid = pay - (_int(sku.get("post_amount")) or 0)
+    discount = (integer(sku.get("promotion_amount")) or 0) + (integer(sku.get("promotion_pay_amount")) or 0)
+    pay = required(integer(sku.get("pay_amount")), "pay_amount")
+    paid = pay - (integer(sku.get("post_amount")) or 0)
     state = _refund_state(sku)
     return Line(
-        line_id=_required(_id(sku.get("order_id")), "order_id"),
-        product_id=_id(_first(sku, "product_id_str", "product_id")),
-        sku_id=_id(sku.get("sku_id")),
+        line_id=required(ident(sku.get("order_id")), "order_id"),
+        product_id=ident(_first(sku, "product_id_str", "product_id")),
+        sku_id=ident(sku.get("sku_id")),
         merchant_sku=_text(_first(sku, "out_sku_id", "code")),
         title=_text(sku.get("product_name")),
         spec=[
@@ -195,7 +111,7 @@ def _line(sku: dict[str, Any]) -> Line:
         discount_source="platform",
         paid_fen=paid,
         is_gift=_text(sku.get("given_product_type")) == "FREE",
-        refund=LineRefund(state=state, amount_fen=_nonneg(pay, "pay_amount") if state == "REFUNDED" else None),  # type: ignore[arg-type]
+        refund=LineRefund(state=state, amount_fen=nonneg(pay, "pay_amount") if state == "REFUNDED" else None),  # type: ignore[arg-type]
     )
 
 
@@ -203,9 +119,9 @@ def _funded_by(entry: dict[str, Any], amount: int, own: str) -> str:
     """The party bearing the whole cost in share_discount_cost, else the block's own funder."""
     cost = entry.get("share_discount_cost") or {}
     bearers = {
-        "seller": _int(cost.get("shop_cost")),
-        "platform": _int(cost.get("platform_cost")),
-        "talent": _int(cost.get("author_cost")),
+        "seller": integer(cost.get("shop_cost")),
+        "platform": integer(cost.get("platform_cost")),
+        "talent": integer(cost.get("author_cost")),
     }
     for party in (own, *(p for p in ("seller", "platform", "talent") if p != own)):
         if bearers[party] == amount:
@@ -218,10 +134,10 @@ def _promotions(detail: dict[str, Any]) -> list[Promotion]:
     for block, own in _BLOCKS:
         d = detail.get(block) or {}
         for c in d.get("coupon_info") or []:
-            amount = _int(c.get("coupon_amount")) or 0
+            amount = integer(c.get("coupon_amount")) or 0
             out.append(
                 Promotion(
-                    promo_id=_id(c.get("coupon_id")),
+                    promo_id=ident(c.get("coupon_id")),
                     name=_text(c.get("coupon_name")),
                     kind="coupon",
                     funded_by=_funded_by(c, amount, own),  # type: ignore[arg-type]
@@ -229,11 +145,11 @@ def _promotions(detail: dict[str, Any]) -> list[Promotion]:
                 )
             )
         for f in d.get("full_discount_info") or []:
-            amount = _int(f.get("campaign_amount")) or 0
-            campaign_type = _int(f.get("campaign_type"))
+            amount = integer(f.get("campaign_amount")) or 0
+            campaign_type = integer(f.get("campaign_type"))
             out.append(
                 Promotion(
-                    promo_id=_id(f.get("campaign_id")),
+                    promo_id=ident(f.get("campaign_id")),
                     name=_text(f.get("campaign_name")),
                     kind=CAMPAIGN_KIND.get(campaign_type, "full_reduction"),  # type: ignore[arg-type]
                     funded_by=_funded_by(f, amount, own),  # type: ignore[arg-type]
@@ -241,16 +157,16 @@ def _promotions(detail: dict[str, Any]) -> list[Promotion]:
                 )
             )
         for r in d.get("redpack_info") or []:
-            amount = _int(r.get("redpack_amount")) or 0
+            amount = integer(r.get("redpack_amount")) or 0
             out.append(
                 Promotion(
-                    promo_id=_id(r.get("redpack_trans_id")),
+                    promo_id=ident(r.get("redpack_trans_id")),
                     kind="redpack",
                     funded_by=_funded_by(r, amount, own),  # type: ignore[arg-type]
                     amount_fen=amount,
                 )
             )
-        if block == "platform_discount_detail" and (gold := _int(d.get("gold_coin_amount"))):
+        if block == "platform_discount_detail" and (gold := integer(d.get("gold_coin_amount"))):
             out.append(Promotion(name="金币抵扣", kind="points", funded_by="platform", amount_fen=gold))
     return out
 
@@ -268,11 +184,11 @@ def _shipments(parcels: list[dict[str, Any]]) -> list[Shipment]:
                 carrier_platform_code=company,
                 carrier_name=_text(p.get("company_name")),
                 waybill_no=waybill,
-                shipped_at=_time(p.get("ship_time")),
+                shipped_at=unix_time(p.get("ship_time")),
                 lines=[
                     ShipmentLine(
-                        line_id=_required(_id(i.get("sku_order_id")), "sku_order_id"),
-                        qty=_nonneg(_required(_int(i.get("product_count")), "product_count"), "product_count"),  # type: ignore[arg-type]
+                        line_id=required(ident(i.get("sku_order_id")), "sku_order_id"),
+                        qty=nonneg(required(integer(i.get("product_count")), "product_count"), "product_count"),  # type: ignore[arg-type]
                     )
                     for i in p.get("product_info") or []
                 ],
@@ -285,7 +201,7 @@ def _region_codes(o: dict[str, Any]) -> dict[str, str] | None:
     """The platform's own region ids, for the levels that have one ("0" is none)."""
     ids = {}
     for key, level in (("province", "province"), ("city", "city"), ("district", "town"), ("street", "street")):
-        code = _id(_dig(o, ("post_addr", level, "id"), ("mask_post_addr", level, "id")))
+        code = ident(_dig(o, ("post_addr", level, "id"), ("mask_post_addr", level, "id")))
         if code and code != "0":
             ids[key] = code
     return ids or None
@@ -294,16 +210,16 @@ def _region_codes(o: dict[str, Any]) -> dict[str, str] | None:
 def handwritten_douyin(payload: dict[str, Any]) -> CanonicalOrder:
     """``order.orderDetail`` response → canonical order, as the Douyin dictionary does."""
     o = payload["data"]["shop_order_detail"]
-    order_status = _required(_int(o.get("order_status")), "order_status")
-    main_status = _int(o.get("main_status"))
+    order_status = required(integer(o.get("order_status")), "order_status")
+    main_status = integer(o.get("main_status"))
     status = STATUS[order_status]  # an unknown order_status is an error, whatever main_status says
     status = STATUS_PAIR.get((order_status, main_status)) or STATUS_MAIN.get(main_status) or status  # type: ignore[arg-type]
     hold = HOLD.get(order_status)
-    updated = _time(o.get("update_time"))
+    updated = unix_time(o.get("update_time"))
 
-    name = _raw(_first(o, "post_receiver", "encrypt_post_receiver", "mask_post_receiver"))
-    phone = _raw(_first(o, "post_tel", "encrypt_post_tel", "mask_post_tel"))
-    detail = _raw(_dig(o, ("post_addr", "detail"), ("post_addr", "encrypt_detail"), ("mask_post_addr", "detail")))
+    name = raw(_first(o, "post_receiver", "encrypt_post_receiver", "mask_post_receiver"))
+    phone = raw(_first(o, "post_tel", "encrypt_post_tel", "mask_post_tel"))
+    detail = raw(_dig(o, ("post_addr", "detail"), ("post_addr", "encrypt_detail"), ("mask_post_addr", "detail")))
 
     def level(key: str) -> str | None:
         return _text(_dig(o, ("post_addr", key, "name"), ("mask_post_addr", key, "name")))
@@ -315,38 +231,38 @@ def handwritten_douyin(payload: dict[str, Any]) -> CanonicalOrder:
     # goods from each SKU's own sum_amount, not from the lines: AMOUNT_MISMATCH compares the two.
     goods = 0
     for s in skus:
-        sum_amount = _int(s.get("sum_amount"))
-        goods += sum_amount if sum_amount is not None else _int(s.get("origin_amount")) * _int(s.get("item_num"))  # type: ignore[operator]
-    discount = (_int(o.get("promotion_amount")) or 0) + (_int(o.get("promotion_pay_amount")) or 0)
-    freight = _nonneg(_int(o.get("post_amount")) or 0, "post_amount")
-    paid = _nonneg(_required(_int(o.get("pay_amount")), "pay_amount"), "pay_amount")
-    platform_cost = _int(_first(o, "platform_cost_amount", "promotion_platform_amount"))
-    platform_discount = _int(o.get("only_platform_cost_amount"))
+        sum_amount = integer(s.get("sum_amount"))
+        goods += sum_amount if sum_amount is not None else integer(s.get("origin_amount")) * integer(s.get("item_num"))  # type: ignore[operator]
+    discount = (integer(o.get("promotion_amount")) or 0) + (integer(o.get("promotion_pay_amount")) or 0)
+    freight = nonneg(integer(o.get("post_amount")) or 0, "post_amount")
+    paid = nonneg(required(integer(o.get("pay_amount")), "pay_amount"), "pay_amount")
+    platform_cost = integer(_first(o, "platform_cost_amount", "promotion_platform_amount"))
+    platform_discount = integer(o.get("only_platform_cost_amount"))
     if platform_discount is None and platform_cost is not None:
-        platform_discount = platform_cost - (_int(o.get("author_cost_amount")) or 0)
-    refunded = sum(_int(s.get("pay_amount")) or 0 for s in skus if _refund_state(s) == "REFUNDED")
+        platform_discount = platform_cost - (integer(o.get("author_cost_amount")) or 0)
+    refunded = sum(integer(s.get("pay_amount")) or 0 for s in skus if _refund_state(s) == "REFUNDED")
 
     return CanonicalOrder(
         platform="douyin",
-        shop_id=_id(o.get("shop_id")),
+        shop_id=ident(o.get("shop_id")),
         shop_name=_text(o.get("shop_name")),
-        order_id=_required(_id(o.get("order_id")), "order_id"),
+        order_id=required(ident(o.get("order_id")), "order_id"),
         status=status,  # type: ignore[arg-type]
         platform_status=f"order_status={order_status}"
         + (f"/main_status={main_status}" if main_status is not None else ""),
         hold_reasons=[hold] if hold and status == "PAID_HOLD" else [],  # type: ignore[list-item]
-        created_at=_time(o.get("create_time")),
-        paid_at=None if _int(o.get("pay_type")) in PAY_LATER else _time(o.get("pay_time")),
+        created_at=unix_time(o.get("create_time")),
+        paid_at=None if integer(o.get("pay_type")) in PAY_LATER else unix_time(o.get("pay_time")),
         updated_at=updated,
-        shipped_at=_time(o.get("ship_time")),
-        completed_at=_time(o.get("finish_time")),
+        shipped_at=unix_time(o.get("ship_time")),
+        completed_at=unix_time(o.get("finish_time")),
         platform_version=updated,
-        buyer=Buyer(platform_uid=_id(o.get("doudian_open_id")), message=_raw(o.get("buyer_words"))),
-        seller_memo=_raw(o.get("seller_words")),
+        buyer=Buyer(platform_uid=ident(o.get("doudian_open_id")), message=raw(o.get("buyer_words"))),
+        seller_memo=raw(o.get("seller_words")),
         receiver=Receiver(
             name=name,
             phone=phone,
-            pii_state=_pii_state(name, phone, detail),  # type: ignore[arg-type]
+            pii_state=pii_state(name, phone, detail),  # type: ignore[arg-type]
             province=region.province,
             city=region.city,
             district=region.district,
@@ -359,7 +275,7 @@ def handwritten_douyin(payload: dict[str, Any]) -> CanonicalOrder:
         totals=Totals(
             goods_fen=goods,
             discount_fen=discount,
-            seller_discount_fen=_int(_first(o, "shop_cost_amount", "promotion_shop_amount")),
+            seller_discount_fen=integer(_first(o, "shop_cost_amount", "promotion_shop_amount")),
             platform_discount_fen=platform_discount,
             freight_fen=freight,  # type: ignore[arg-type]
             paid_fen=paid,  # type: ignore[arg-type]

@@ -10,12 +10,22 @@ can say how much the dictionary compiler costs over plain Python.
 
 from __future__ import annotations
 
-import re
-import tomllib
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from handwritten_common import (
+    VALUES,
+    allocate,
+    carrier_lookup,
+    count,
+    fen,
+    first,
+    ident,
+    local_time,
+    pii_state,
+    raw,
+    region_id,
+    required,
+)
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
@@ -33,10 +43,6 @@ from schemas.order import (
     Spec,
     Totals,
 )
-
-_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
-_HUNDRED = Decimal(100)
-_CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
 
 STATUS = {"1": "READY_TO_SHIP", "2": "SHIPPED", "3": "COMPLETED"}
 CLOSED = {"confirm_status=2": "CANCELLED", "group_status=2": "CANCELLED"}
@@ -56,71 +62,9 @@ LINE_REFUND = {
     **dict.fromkeys(("14", "15", "16", "17", "18", "21", "22", "23", "24", "25", "26", "27", "31", "32"), "NONE"),
 }
 
-# The same value tables the dictionary looks carriers and fee kinds up in, read once.
-_VALUES = tomllib.loads(
-    (Path(__file__).resolve().parents[1] / "mappings" / "values" / "platforms.toml").read_text(encoding="utf-8")
-)
-_CARRIERS: dict[str, str] = _VALUES["carriers"]["pinduoduo"]
-_FEE_KINDS: dict[str, str] = _VALUES["fee_kinds"]
-
-
-def _raw(v: Any) -> str | None:
-    return (v.strip() or None) if isinstance(v, str) else _text(v)
-
-
-def _id(v: Any) -> str | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    if isinstance(v, str):
-        return v.strip() or None
-    raise ValueError(f"not an id: {v!r}")
-
-
-def _fen(v: Any, default: int | None = None) -> int | None:
-    """Yuan (number or text) → fen, exactly."""
-    if v is None or v == "":
-        return default
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise ValueError(f"not an amount: {v!r}")
-    d = Decimal(v.strip().replace(",", "") if isinstance(v, str) else repr(v) if isinstance(v, float) else v)
-    f = d * _HUNDRED
-    if f != f.to_integral_value():
-        raise ValueError(f"amount {v!r} has fractions of a fen")
-    return int(f)
-
-
-def _int(v: Any) -> int | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        return int(v.strip())
-    raise ValueError(f"not a whole number: {v!r}")
-
-
-def _time(v: Any) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise ValueError(f"not a time: {v!r}")
-    v = v.strip()
-    if not v or v.startswith(("0001-01-01", "1970-01-01", "0000-00-00")):
-        return None
-    dt = datetime.fromisoformat(v)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=_CST)
-    return dt.isoformat(timespec="seconds")
-
-
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        v = d.get(k)
-        if v is not None and v != "":
-            return v
-    return None
+# The same value tables the dictionary looks carriers and fee kinds up in.
+_carrier = carrier_lookup("pinduoduo")
+_FEE_KINDS: dict[str, str] = VALUES["fee_kinds"]
 
 
 def _spec(v: Any) -> list[Spec]:
@@ -130,61 +74,13 @@ def _spec(v: Any) -> list[Spec]:
     return [Spec(value=part.strip()) for part in t.split(",") if part.strip()]
 
 
-def _pii_state(*values: str | None) -> str:
-    present = [v.strip() for v in values if v and v.strip()]
-    if not present:
-        return "absent"
-    if any(_CIPHER.match(v) for v in present):
-        return "encrypted"
-    return "masked" if any("*" in v for v in present) else "plain"
-
-
-def _region_id(v: Any) -> str | None:
-    """A platform region id; 0 means none."""
-    i = _id(v)
-    return None if i == "0" else i
-
-
-def _required(v: Any, name: str) -> Any:
-    if v is None:
-        raise ValueError(f"{name} is missing")
-    return v
-
-
-def _allocate(total: int, weights: list[int]) -> list[int]:
-    """Largest remainder: shares rounded down, the fen left over to the largest remainders (the
-    earlier line on a tie); all weights zero → evenly."""
-    n = len(weights)
-    if n == 0 or not total:
-        return [0] * n
-    if total < 0 or any(w < 0 for w in weights):
-        raise ValueError(f"cannot allocate {total} over {weights}")
-    whole = sum(weights)
-    if whole == 0:
-        weights, whole = [1] * n, n
-    shares = [total * w // whole for w in weights]
-    order = sorted(range(n), key=lambda i: (-(total * weights[i] % whole), i))
-    for i in order[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
-
-
-def _carrier(logistics_id: str | None) -> str | None:
-    if logistics_id is None:
-        return None
-    code = _CARRIERS.get(logistics_id, _CARRIERS.get("*"))
-    if code is None:
-        raise ValueError(f"no entry for {logistics_id!r} in value table carriers.pinduoduo")
-    return code or None
-
-
 def _fee(f: dict[str, Any]) -> Fee:
     name = _text(f.get("service_name"))
     kind = _FEE_KINDS.get(name, _FEE_KINDS.get("*")) if name is not None else None
     return Fee(
         name=name,
         kind=kind or "other",  # type: ignore[arg-type]
-        amount_fen=_required(_fen(f.get("service_fee")), "service_fee"),
+        amount_fen=required(fen(f.get("service_fee")), "service_fee"),
         payer="buyer",
     )
 
@@ -194,7 +90,7 @@ def _waybills(items: list[dict[str, Any]]) -> list[Shipment]:
     for d in items:
         waybill = _text(d.get("tracking_number"))
         if waybill:
-            code = _id(d.get("logistics_id"))
+            code = ident(d.get("logistics_id"))
             out.append(Shipment(waybill_no=waybill, carrier_platform_code=code, carrier=_carrier(code)))
     return out
 
@@ -202,7 +98,7 @@ def _waybills(items: list[dict[str, Any]]) -> list[Shipment]:
 def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
     """``pdd.order.information.get`` response → canonical order, as the Pinduoduo dictionary does."""
     o = payload["order_info_get_response"]["order_info"]
-    order_sn = _required(_id(o.get("order_sn")), "order_sn")
+    order_sn = required(ident(o.get("order_sn")), "order_sn")
     items = o.get("item_list") or []
     gifts = o.get("gift_list") or []
 
@@ -213,8 +109,8 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
         o.get("group_status"),
         o.get("risk_control_status"),
     )
-    base = STATUS[str(_required(order_status, "order_status"))]
-    paid_at = _time(o.get("pay_time"))
+    base = STATUS[str(required(order_status, "order_status"))]
+    paid_at = local_time(o.get("pay_time"))
     closed = CLOSED.get(f"confirm_status={confirm}") or CLOSED.get(f"group_status={group}")
     unconfirmed = HOLD.get(f"group_status={group}") or HOLD.get(f"confirm_status={confirm}")
     risk_hold = HOLD.get(f"risk_control_status={risk}")
@@ -236,11 +132,11 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
     line_refund = LINE_REFUND[after_sales_code] if after_sales_code is not None else "NONE"
 
     # Money: order_change_amount (改价) is added back to goods and counted as a seller discount.
-    change = _fen(o.get("order_change_amount"), 0)
-    seller = _fen(o.get("seller_discount"), 0)
-    platform = _fen(o.get("platform_discount"), 0)
-    capital_free = _fen(o.get("capital_free_discount"), 0)
-    discount_amount = _fen(o.get("discount_amount"))
+    change = fen(o.get("order_change_amount"), 0)
+    seller = fen(o.get("seller_discount"), 0)
+    platform = fen(o.get("platform_discount"), 0)
+    capital_free = fen(o.get("capital_free_discount"), 0)
+    discount_amount = fen(o.get("discount_amount"))
     if discount_amount is None:
         discount_amount = seller + platform + capital_free  # type: ignore[operator]
     discount = discount_amount + change  # type: ignore[operator]
@@ -250,16 +146,16 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
     ship_lines: list[ShipmentLine] = []
     totals = []
     for it in items:
-        sku = _required(_id(it.get("sku_id")), "sku_id")
-        qty = _required(_int(it.get("goods_count")), "goods_count")
-        price = _required(_fen(it.get("goods_price")), "goods_price")
+        sku = required(ident(it.get("sku_id")), "sku_id")
+        qty = required(count(it.get("goods_count")), "goods_count")
+        price = required(fen(it.get("goods_price")), "goods_price")
         totals.append(price * qty)
         lines.append(
             Line(
                 line_id=f"{order_sn}:{sku}",
-                product_id=_id(it.get("goods_id")),
+                product_id=ident(it.get("goods_id")),
                 sku_id=sku,
-                merchant_sku=_text(_first(it, "outer_id", "outer_goods_id")),
+                merchant_sku=_text(first(it, "outer_id", "outer_goods_id")),
                 title=_text(it.get("goods_name")),
                 spec=_spec(it.get("goods_spec")),
                 qty=qty,
@@ -271,18 +167,18 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
             )
         )
         ship_lines.append(ShipmentLine(line_id=f"{order_sn}:{sku}", qty=qty))
-    for line, share in zip(lines, _allocate(discount, totals), strict=True):
+    for line, share in zip(lines, allocate(discount, totals), strict=True):
         line.discount_fen = share
         line.paid_fen = line.line_total_fen - share
     for g in gifts:
-        sku = _required(_id(g.get("sku_id")), "sku_id")
-        qty = _required(_int(g.get("goods_count")), "goods_count")
+        sku = required(ident(g.get("sku_id")), "sku_id")
+        qty = required(count(g.get("goods_count")), "goods_count")
         lines.append(
             Line(
                 line_id=f"{order_sn}:{sku}:gift",
-                product_id=_id(g.get("goods_id")),
+                product_id=ident(g.get("goods_id")),
                 sku_id=sku,
-                merchant_sku=_text(_first(g, "outer_id", "outer_goods_id")),
+                merchant_sku=_text(first(g, "outer_id", "outer_goods_id")),
                 title=_text(g.get("goods_name")),
                 spec=_spec(g.get("goods_spec")),
                 qty=qty,
@@ -308,30 +204,30 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
     shipments = []
     waybill = _text(o.get("tracking_number"))
     if waybill:
-        code = _id(o.get("logistics_id"))
+        code = ident(o.get("logistics_id"))
         shipments.append(
             Shipment(
                 waybill_no=waybill,
                 carrier_platform_code=code,
                 carrier=_carrier(code),
-                shipped_at=_time(o.get("shipping_time")),
+                shipped_at=local_time(o.get("shipping_time")),
                 lines=ship_lines,
             )
         )
     for key in ("extra_delivery_list", "gift_delivery_list", "resend_delivery_list"):
         shipments += _waybills(o.get(key) or [])
 
-    name = _raw(_first(o, "receiver_name", "receiver_name_mask"))
-    phone = _text(_first(o, "receiver_phone", "receiver_phone_mask"))
-    updated = _time(o.get("updated_at"))
+    name = raw(first(o, "receiver_name", "receiver_name_mask"))
+    phone = _text(first(o, "receiver_phone", "receiver_phone_mask"))
+    updated = local_time(o.get("updated_at"))
     # PDD's town is the district; a township there (东莞/中山) becomes the street.
     region = normalise(_text(o.get("province")), _text(o.get("city")), _text(o.get("town")))
     region_ids = {
         k: v
         for k, v in (
-            ("province", _region_id(o.get("province_id"))),
-            ("city", _region_id(o.get("city_id"))),
-            ("district", _region_id(o.get("town_id"))),
+            ("province", region_id(o.get("province_id"))),
+            ("city", region_id(o.get("city_id"))),
+            ("district", region_id(o.get("town_id"))),
         )
         if v
     }
@@ -344,36 +240,36 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
             f"/risk_control_status={risk}/refund_status={o.get('refund_status')}/after_sales_status={after_sales}"
         ),
         hold_reasons=holds,  # type: ignore[arg-type]
-        created_at=_time(o.get("created_time")),
+        created_at=local_time(o.get("created_time")),
         paid_at=paid_at,
         updated_at=updated,
-        shipped_at=_time(o.get("shipping_time")),
-        completed_at=_time(o.get("receive_time")),
+        shipped_at=local_time(o.get("shipping_time")),
+        completed_at=local_time(o.get("receive_time")),
         platform_version=updated,
-        buyer=Buyer(message=_raw(o.get("buyer_memo"))),
-        seller_memo=_raw(o.get("remark")),
+        buyer=Buyer(message=raw(o.get("buyer_memo"))),
+        seller_memo=raw(o.get("remark")),
         receiver=Receiver(
             name=name,
             phone=phone,
-            pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
+            pii_state=pii_state(name, phone),  # type: ignore[arg-type]
             country=_text(o.get("country")),
             province=region.province,
             city=region.city,
             district=region.district,
             division_codes=region.codes or None,
             street=region.town,
-            detail=_raw(_first(o, "receiver_address", "receiver_address_mask")),
+            detail=raw(first(o, "receiver_address", "receiver_address_mask")),
             region_codes=region_ids or None,
         ),
         lines=lines,
         totals=Totals(
-            goods_fen=_required(_fen(o.get("goods_amount")), "goods_amount") + change,
+            goods_fen=required(fen(o.get("goods_amount")), "goods_amount") + change,
             discount_fen=discount,
             seller_discount_fen=seller + change,  # type: ignore[operator]
             platform_discount_fen=platform,
-            freight_fen=_fen(o.get("postage"), 0),  # type: ignore[arg-type]
+            freight_fen=fen(o.get("postage"), 0),  # type: ignore[arg-type]
             buyer_fee_fen=sum(f.amount_fen for f in fees),
-            paid_fen=_required(_fen(o.get("pay_amount")), "pay_amount"),
+            paid_fen=required(fen(o.get("pay_amount")), "pay_amount"),
         ),
         promotions=promotions,
         fees=fees,

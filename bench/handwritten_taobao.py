@@ -9,12 +9,10 @@ msgspec Structs of ``schemas/order.py``. It is not a second mapper for productio
 
 from __future__ import annotations
 
-import re
-import tomllib
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from handwritten_common import carrier_lookup, count, first, ident, local_time, pii_state, raw, required
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
@@ -32,9 +30,7 @@ from schemas.order import (
     Totals,
 )
 
-_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
 _HUNDRED = Decimal(100)
-_CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
 
 STATUS = {
     "TRADE_NO_CREATE_PAY": "PENDING_PAYMENT",
@@ -72,21 +68,13 @@ _PROMOTIONS = sorted(
     key=lambda p: -len(p[0]),
 )
 
-
-def _raw(v: Any) -> str | None:
-    return (v.strip() or None) if isinstance(v, str) else _text(v)
-
-
-def _id(v: Any) -> str | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    if isinstance(v, str):
-        return v.strip() or None
-    raise ValueError(f"not an id: {v!r}")
+# The same value table the dictionary looks carriers up in.
+_carrier = carrier_lookup("taobao")
 
 
+# Taobao's own yuan → fen, as first written: unlike handwritten_common.fen it does not refuse a bool
+# or a non-number (True reads as 1 yuan; the dictionary refuses it), so the shared one would change
+# what this twin computes.
 def _fen(v: Any, default: int | None = None) -> int | None:
     if v is None or v == "":
         return default
@@ -95,38 +83,6 @@ def _fen(v: Any, default: int | None = None) -> int | None:
     if f != f.to_integral_value():
         raise ValueError(f"amount {v!r} has fractions of a fen")
     return int(f)
-
-
-def _int(v: Any) -> int | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        return int(v.strip())
-    raise ValueError(f"not a whole number: {v!r}")
-
-
-def _time(v: Any) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise ValueError(f"not a time: {v!r}")
-    v = v.strip()
-    if not v or v.startswith(("0001-01-01", "1970-01-01", "0000-00-00")):
-        return None
-    dt = datetime.fromisoformat(v)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=_CST)
-    return dt.isoformat(timespec="seconds")
-
-
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        v = d.get(k)
-        if v is not None and v != "":
-            return v
-    return None
 
 
 def _spec(v: Any) -> list[Spec]:
@@ -141,35 +97,20 @@ def _spec(v: Any) -> list[Spec]:
     return out
 
 
-def _pii_state(*values: str | None) -> str:
-    present = [v.strip() for v in values if v and v.strip()]
-    if not present:
-        return "absent"
-    if any(_CIPHER.match(v) for v in present):
-        return "encrypted"
-    return "masked" if any("*" in v for v in present) else "plain"
-
-
-def _required(v: Any, name: str) -> Any:
-    if v is None:
-        raise ValueError(f"{name} is missing")
-    return v
-
-
 def _line(o: dict[str, Any]) -> Line:
-    qty = _required(_int(o.get("num")), "num")
-    price = _required(_fen(o.get("price")), "price")
+    qty = required(count(o.get("num")), "num")
+    price = required(_fen(o.get("price")), "price")
     line_total = price * qty
     paid = _fen(o.get("divide_order_fee"))
     if paid is None:
         paid = _fen(o.get("total_fee"), line_total) - _fen(o.get("part_mjz_discount"), 0)  # type: ignore[operator]
-    refund_id = _id(o.get("refund_id"))
+    refund_id = ident(o.get("refund_id"))
     status = o.get("refund_status")
     return Line(
-        line_id=_required(_id(_first(o, "oid_str", "oid")), "oid"),
-        product_id=_id(o.get("num_iid")),
-        sku_id=_id(o.get("sku_id")),
-        merchant_sku=_text(_first(o, "outer_sku_id", "outer_iid")),
+        line_id=required(ident(first(o, "oid_str", "oid")), "oid"),
+        product_id=ident(o.get("num_iid")),
+        sku_id=ident(o.get("sku_id")),
+        merchant_sku=_text(first(o, "outer_sku_id", "outer_iid")),
         title=_text(o.get("title")),
         spec=_spec(o.get("sku_properties_name")),
         qty=qty,
@@ -193,7 +134,7 @@ def _promotion(p: dict[str, Any], order_id: str) -> Promotion:
             if promo_id.startswith(prefix):
                 kind, funded_by = k, f
                 break
-    applies_to = _id(p.get("id"))
+    applies_to = ident(p.get("id"))
     on_line = bool(applies_to) and applies_to != order_id
     return Promotion(
         promo_id=promo_id,
@@ -206,21 +147,6 @@ def _promotion(p: dict[str, Any], order_id: str) -> Promotion:
     )
 
 
-# The same value table the dictionary looks carriers up in, read once.
-_CARRIERS: dict[str, str] = tomllib.loads(
-    (Path(__file__).resolve().parents[1] / "mappings" / "values" / "platforms.toml").read_text(encoding="utf-8")
-)["carriers"]["taobao"]
-
-
-def _carrier(name: str | None) -> str | None:
-    if name is None:
-        return None
-    code = _CARRIERS.get(name, _CARRIERS.get("*"))
-    if code is None:
-        raise ValueError(f"no entry for {name!r} in value table carriers.taobao")
-    return code or None
-
-
 def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
     by_waybill: dict[str, Shipment] = {}
     for o in orders:
@@ -228,7 +154,7 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
         if not waybill:
             continue
         line = ShipmentLine(
-            line_id=_required(_id(_first(o, "oid_str", "oid")), "oid"), qty=_required(_int(o.get("num")), "num")
+            line_id=required(ident(first(o, "oid_str", "oid")), "oid"), qty=required(count(o.get("num")), "num")
         )
         shipment = by_waybill.get(waybill)
         if shipment is None:
@@ -236,7 +162,7 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
                 waybill_no=waybill,
                 carrier=_carrier(_text(o.get("logistics_company"))),
                 carrier_name=_text(o.get("logistics_company")),
-                shipped_at=_time(o.get("consign_time")),
+                shipped_at=local_time(o.get("consign_time")),
                 lines=[line],
             )
             continue
@@ -245,44 +171,44 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
             shipment.carrier_name = _text(o.get("logistics_company"))
             shipment.carrier = _carrier(shipment.carrier_name)
         if shipment.shipped_at is None:
-            shipment.shipped_at = _time(o.get("consign_time"))
+            shipment.shipped_at = local_time(o.get("consign_time"))
     return list(by_waybill.values())
 
 
 def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
     """``taobao.trade.fullinfo.get`` response → canonical order, as the Taobao dictionary does."""
     t = payload["trade_fullinfo_get_response"]["trade"]
-    order_id = _required(_id(_first(t, "tid_str", "tid")), "tid")
+    order_id = required(ident(first(t, "tid_str", "tid")), "tid")
     status = t.get("status")
-    modified = _time(t.get("modified"))
-    name = _raw(t.get("receiver_name"))
-    phone = _text(_first(t, "receiver_mobile", "receiver_phone"))
+    modified = local_time(t.get("modified"))
+    name = raw(t.get("receiver_name"))
+    phone = _text(first(t, "receiver_mobile", "receiver_phone"))
     orders = (t.get("orders") or {}).get("order") or []
     promotions = (t.get("promotion_details") or {}).get("promotion_detail") or []
     region = normalise(_text(t.get("receiver_state")), _text(t.get("receiver_city")), _text(t.get("receiver_district")))
     return CanonicalOrder(
         platform="taobao",
         order_id=order_id,
-        shop_name=_text(_first(t, "title", "seller_nick")),
+        shop_name=_text(first(t, "title", "seller_nick")),
         status=STATUS[status],  # type: ignore[arg-type]
         platform_status=_text(status),
         hold_reasons=["GROUP_BUY_PENDING"] if status == "PAID_FORBID_CONSIGN" else [],
-        created_at=_time(t.get("created")),
-        paid_at=_time(t.get("pay_time")),
+        created_at=local_time(t.get("created")),
+        paid_at=local_time(t.get("pay_time")),
         updated_at=modified,
-        shipped_at=_time(t.get("consign_time")),
-        completed_at=_time(t.get("end_time")),
+        shipped_at=local_time(t.get("consign_time")),
+        completed_at=local_time(t.get("end_time")),
         platform_version=modified,
         buyer=Buyer(
-            platform_uid=_id(t.get("buyer_open_uid")),
-            nick=_raw(t.get("buyer_nick")),
-            message=_raw(t.get("buyer_message")),
+            platform_uid=ident(t.get("buyer_open_uid")),
+            nick=raw(t.get("buyer_nick")),
+            message=raw(t.get("buyer_message")),
         ),
-        seller_memo=_raw(t.get("seller_memo")),
+        seller_memo=raw(t.get("seller_memo")),
         receiver=Receiver(
             name=name,
             phone=phone,
-            pii_state=_pii_state(name, phone),  # type: ignore[arg-type]
+            pii_state=pii_state(name, phone),  # type: ignore[arg-type]
             country=_text(t.get("receiver_country")),
             province=region.province,
             city=region.city,
@@ -293,10 +219,10 @@ def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
             postal_code=_text(t.get("receiver_zip")),
         ),
         totals=Totals(
-            goods_fen=_required(_fen(t.get("total_fee")), "total_fee"),
+            goods_fen=required(_fen(t.get("total_fee")), "total_fee"),
             discount_fen=_fen(t.get("discount_fee"), 0) - _fen(t.get("adjust_fee"), 0),  # type: ignore[operator]
             freight_fen=_fen(t.get("post_fee"), 0),  # type: ignore[arg-type]
-            paid_fen=_required(_fen(t.get("payment")), "payment"),
+            paid_fen=required(_fen(t.get("payment")), "payment"),
         ),
         lines=[_line(o) for o in orders],
         promotions=[_promotion(p, order_id) for p in promotions],

@@ -10,12 +10,10 @@ so ``bench/mapping.py`` can say how much the dictionary compiler costs over plai
 
 from __future__ import annotations
 
-import re
-import tomllib
-from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
+
+from handwritten_common import carrier_lookup, either, ident, integer, nonneg, pii_state, raw, required, unix_time
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
 from gateway.mapping.transforms import normalize_text as _text
@@ -33,9 +31,6 @@ from schemas.order import (
     Totals,
 )
 
-_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
-_CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
-
 STATUS = {
     10: "PENDING_PAYMENT",
     12: "PAID_HOLD",
@@ -51,38 +46,8 @@ HOLD = {12: "NO_RECEIVER", 13: "GROUP_BUY_PENDING"}
 HELD_BY_ADDRESS_REVIEW = {12, 13, 20, 21}  # not shipped yet: a pending address change holds them
 PAY_LATER = {2}  # 先用后付
 
-# The same value table the dictionary looks carriers up in, read once.
-_CARRIERS: dict[str, str] = tomllib.loads(
-    (Path(__file__).resolve().parents[1] / "mappings" / "values" / "platforms.toml").read_text(encoding="utf-8")
-)["carriers"]["wechat_channels"]
-
-
-def _raw(v: Any) -> str | None:
-    return (v.strip() or None) if isinstance(v, str) else _text(v)
-
-
-def _id(v: Any) -> str | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    if isinstance(v, str):
-        return v.strip() or None
-    raise ValueError(f"not an id: {v!r}")
-
-
-def _int(v: Any) -> int | None:
-    """Fen and counts: a whole number, as a number or as text."""
-    if v is None or v == "":
-        return None
-    if isinstance(v, bool):
-        raise ValueError(f"not a number: {v!r}")
-    if isinstance(v, int):
-        return v
-    d = Decimal(v.strip() if isinstance(v, str) else repr(v))
-    if d != d.to_integral_value():
-        raise ValueError(f"not a whole number: {v!r}")
-    return int(d)
+# The same value table the dictionary looks carriers up in.
+_carrier = carrier_lookup("wechat_channels")
 
 
 def _bool(v: Any) -> bool | None:
@@ -97,92 +62,44 @@ def _bool(v: Any) -> bool | None:
     raise ValueError(f"not a boolean: {v!r}")
 
 
-def _nonneg(v: int | None, name: str) -> int | None:
-    if v is not None and v < 0:
-        raise ValueError(f"{name} is negative: {v}")
-    return v
-
-
-def _time(v: Any) -> str | None:
-    """Unix seconds (0 = unset) → ISO-8601 in +08:00."""
-    if v is None or v == "" or v == 0 or v == "0":
-        return None
-    seconds = float(v)
-    if seconds > 1e11:  # milliseconds
-        seconds /= 1000
-    return datetime.fromtimestamp(int(seconds), tz=UTC).astimezone(_CST).isoformat(timespec="seconds")
-
-
-def _either(*values: Any) -> Any:
-    """The first value that is neither null nor empty text (a 0 counts)."""
-    for v in values:
-        if v is not None and v != "":
-            return v
-    return None
-
-
 def _first(d: dict[str, Any], *keys: str) -> Any:
-    return _either(*(d.get(k) for k in keys))
-
-
-def _pii_state(*values: str | None) -> str:
-    present = [v.strip() for v in values if v and v.strip()]
-    if not present:
-        return "absent"
-    if any(_CIPHER.match(v) for v in present):
-        return "encrypted"
-    return "masked" if any("*" in v for v in present) else "plain"
-
-
-def _required(v: Any, name: str) -> Any:
-    if v is None:
-        raise ValueError(f"{name} is missing")
-    return v
-
-
-def _carrier(code: str | None) -> str | None:
-    if code is None:
-        return None
-    found = _CARRIERS.get(code, _CARRIERS.get("*"))
-    if found is None:
-        raise ValueError(f"no entry for {code!r} in value table carriers.wechat_channels")
-    return found or None
+    return either(*(d.get(k) for k in keys))
 
 
 def _line_id(p: dict[str, Any]) -> str:
-    return f"{_required(_id(p.get('product_id')), 'product_id')}:{_required(_id(p.get('sku_id')), 'sku_id')}"
+    return f"{required(ident(p.get('product_id')), 'product_id')}:{required(ident(p.get('sku_id')), 'sku_id')}"
 
 
 def _paid(p: dict[str, Any], line_total: int) -> int:
     """What the line paid: real_price (after discounts and price changes), else estimate_price."""
-    paid = _int(_first(p, "real_price", "estimate_price"))
+    paid = integer(_first(p, "real_price", "estimate_price"))
     return line_total if paid is None else paid
 
 
 def _refund(p: dict[str, Any], paid: int, qty: int) -> LineRefund:
     """From the units in after-sale (in progress) and through it (refunded, pro rata of paid)."""
-    on = _int(p.get("on_aftersale_sku_cnt")) or 0
-    finish = _int(p.get("finish_aftersale_sku_cnt")) or 0
+    on = integer(p.get("on_aftersale_sku_cnt")) or 0
+    finish = integer(p.get("finish_aftersale_sku_cnt")) or 0
     state = "IN_PROGRESS" if on else "REFUNDED" if finish else "NONE"
     amount = None
     if state == "REFUNDED" and qty:
         amount = int(Decimal(str(paid * finish / qty)).to_integral_value(ROUND_HALF_UP))
     return LineRefund(
         state=state,  # type: ignore[arg-type]
-        qty=_nonneg(on + finish, "aftersale count") if on or finish else None,
-        amount_fen=_nonneg(amount, "refund amount"),
+        qty=nonneg(on + finish, "aftersale count") if on or finish else None,
+        amount_fen=nonneg(amount, "refund amount"),
     )
 
 
 def _line(p: dict[str, Any]) -> Line:
-    qty = _nonneg(_required(_int(p.get("sku_cnt")), "sku_cnt"), "sku_cnt")
-    unit = _nonneg(_required(_int(p.get("sale_price")), "sale_price"), "sale_price")
-    total = _nonneg(unit * qty, "line total")  # type: ignore[operator]
+    qty = nonneg(required(integer(p.get("sku_cnt")), "sku_cnt"), "sku_cnt")
+    unit = nonneg(required(integer(p.get("sale_price")), "sale_price"), "sale_price")
+    total = nonneg(unit * qty, "line total")  # type: ignore[operator]
     paid = _paid(p, total)  # type: ignore[arg-type]
     return Line(
         line_id=_line_id(p),
-        product_id=_id(p.get("product_id")),
-        sku_id=_id(p.get("sku_id")),
+        product_id=ident(p.get("product_id")),
+        sku_id=ident(p.get("sku_id")),
         merchant_sku=_text(_first(p, "sku_code", "out_sku_id")),
         title=_text(p.get("title")),
         spec=[
@@ -203,17 +120,17 @@ def _line(p: dict[str, Any]) -> Line:
 
 def _promotions(detail: dict[str, Any], products: list[dict[str, Any]]) -> list[Promotion]:
     out = []
-    user_coupon_id = _id((detail.get("coupon_info") or {}).get("user_coupon_id"))
+    user_coupon_id = ident((detail.get("coupon_info") or {}).get("user_coupon_id"))
     if user_coupon_id:
         # The order's coupon, whole: the sum of the lines' shares of it.
         amount = sum(
-            _int(c.get("discounted_price")) or 0
+            integer(c.get("discounted_price")) or 0
             for p in products
             for c in p.get("order_product_coupon_info_list") or []
-            if _id(c.get("user_coupon_id")) == user_coupon_id
+            if ident(c.get("user_coupon_id")) == user_coupon_id
         )
         out.append(Promotion(promo_id=user_coupon_id, kind="coupon", funded_by="seller", amount_fen=amount))
-    finder = _int((detail.get("price_info") or {}).get("finder_discounted_price"))
+    finder = integer((detail.get("price_info") or {}).get("finder_discounted_price"))
     if finder:
         out.append(Promotion(name="达人优惠", kind="other", funded_by="talent", amount_fen=finder))
     return out
@@ -232,11 +149,11 @@ def _shipments(parcels: list[dict[str, Any]]) -> list[Shipment]:
                 carrier_platform_code=code,
                 carrier_name=_text(p.get("delivery_name")),
                 waybill_no=waybill,
-                shipped_at=_time(p.get("delivery_time")),
+                shipped_at=unix_time(p.get("delivery_time")),
                 lines=[
                     ShipmentLine(
                         line_id=_line_id(i),
-                        qty=_nonneg(_required(_int(i.get("product_cnt")), "product_cnt"), "product_cnt"),  # type: ignore[arg-type]
+                        qty=nonneg(required(integer(i.get("product_cnt")), "product_cnt"), "product_cnt"),  # type: ignore[arg-type]
                     )
                     for i in p.get("product_infos") or []
                 ],
@@ -255,56 +172,56 @@ def handwritten_wechat_channels(payload: dict[str, Any]) -> CanonicalOrder:
     addr = delivery.get("address_info") or {}
     ext = detail.get("ext_info") or {}
 
-    code = _required(_int(o.get("status")), "status")
+    code = required(integer(o.get("status")), "status")
     status = STATUS[code]  # an unknown status is an error
     under_review = bool(delivery.get("address_under_review"))
     review_hold = under_review and code in HELD_BY_ADDRESS_REVIEW
     hold = HOLD.get(code)
-    updated = _time(o.get("update_time"))
+    updated = unix_time(o.get("update_time"))
 
-    name = _raw(addr.get("user_name"))
+    name = raw(addr.get("user_name"))
     ext_tel = addr.get("tel_number_ext_info") or {}
-    phone = _raw(
-        _either(
+    phone = raw(
+        either(
             addr.get("tel_number"),
             addr.get("virtual_order_tel_number"),
             ext_tel.get("virtual_tel_number"),
             ext_tel.get("real_tel_number"),
         )
     )
-    street_detail, house = _raw(addr.get("detail_info")), _raw(addr.get("house_number"))
+    street_detail, house = raw(addr.get("detail_info")), raw(addr.get("house_number"))
     address = f"{street_detail} {house}" if street_detail and house else street_detail or house
     region = normalise(_text(addr.get("province_name")), _text(addr.get("city_name")), _text(addr.get("county_name")))
 
     products = detail.get("product_infos") or []
     lines = [_line(p) for p in products]
     shipments = _shipments(delivery.get("delivery_product_info") or [])
-    goods = _nonneg(_required(_int(price.get("product_price")), "product_price"), "product_price")
-    freight = _nonneg(_int(price.get("freight")) or 0, "freight")
-    paid = _nonneg(_required(_int(price.get("order_price")), "order_price"), "order_price")
-    seller = _int(price.get("merchant_discounted_price"))
+    goods = nonneg(required(integer(price.get("product_price")), "product_price"), "product_price")
+    freight = nonneg(integer(price.get("freight")) or 0, "freight")
+    paid = nonneg(required(integer(price.get("order_price")), "order_price"), "order_price")
+    seller = integer(price.get("merchant_discounted_price"))
     if seller is None:
-        shares = [v for p in products if (v := _int(p.get("merchant_discounted_price"))) is not None]
+        shares = [v for p in products if (v := integer(p.get("merchant_discounted_price"))) is not None]
         seller = sum(shares) if shares else None
 
     return CanonicalOrder(
         platform="wechat_channels",
-        order_id=_required(_id(o.get("order_id")), "order_id"),
+        order_id=required(ident(o.get("order_id")), "order_id"),
         status="PAID_HOLD" if review_hold else status,  # type: ignore[arg-type]
         platform_status=str(code) + ("/address_under_review" if under_review else ""),
         hold_reasons=([hold] if hold else []) + (["ADDRESS_CHANGE_PENDING"] if review_hold else []),  # type: ignore[list-item]
-        created_at=_time(o.get("create_time")),
-        paid_at=None if _int(pay.get("payment_method")) in PAY_LATER else _time(pay.get("pay_time")),
+        created_at=unix_time(o.get("create_time")),
+        paid_at=None if integer(pay.get("payment_method")) in PAY_LATER else unix_time(pay.get("pay_time")),
         updated_at=updated,
         shipped_at=shipments[0].shipped_at if shipments else None,
-        completed_at=_time(ext.get("confirm_receipt_time")),
+        completed_at=unix_time(ext.get("confirm_receipt_time")),
         platform_version=updated,
-        buyer=Buyer(platform_uid=_id(o.get("openid")), message=_raw(ext.get("customer_notes"))),
-        seller_memo=_raw(ext.get("merchant_notes")),
+        buyer=Buyer(platform_uid=ident(o.get("openid")), message=raw(ext.get("customer_notes"))),
+        seller_memo=raw(ext.get("merchant_notes")),
         receiver=Receiver(
             name=name,
             phone=phone,
-            pii_state=_pii_state(name, phone, address),  # type: ignore[arg-type]
+            pii_state=pii_state(name, phone, address),  # type: ignore[arg-type]
             province=region.province,
             city=region.city,
             district=region.district,

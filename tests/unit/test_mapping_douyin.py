@@ -4,41 +4,38 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from gateway.errors import MappingError
-from gateway.mapping.dictionary import load_dictionary
 from gateway.rules.catalog import RuleContext
 from gateway.rules.checks import amount_mismatch
 from schemas.order import CanonicalOrder
+from tests.unit.mapping_support import (
+    edge_payloads,
+    money,
+    platform_dictionary,
+    read_sample,
+    sample_folder,
+    sample_names,
+    twin_builtins,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-DY = REPO / "mappings" / "samples" / "douyin"
-SAMPLES = ["01_single_paid.json", "02_multi_line_coupons.json", "03_partial_refund.json"]
+DY = sample_folder("douyin")
+SAMPLES = sample_names("douyin")
 ROOT = "data.shop_order_detail"
-
-
-def _twin() -> Callable[[Any], CanonicalOrder]:
-    spec = importlib.util.spec_from_file_location("handwritten_douyin", REPO / "bench" / "handwritten_douyin.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handwritten_douyin
 
 
 @pytest.fixture(scope="module")
 def douyin():
-    return load_dictionary(REPO / "mappings" / "platforms" / "douyin.toml")
+    return platform_dictionary("douyin")
 
 
 def _payload(name: str) -> dict[str, Any]:
-    return msgspec.json.decode((DY / name).read_bytes())
+    return read_sample("douyin", name)
 
 
 def _root(payload: dict[str, Any]) -> dict[str, Any]:
@@ -50,10 +47,6 @@ def _map(d, name: str, mutate: Callable[[dict[str, Any]], Any] | None = None) ->
     if mutate is not None:
         mutate(_root(payload))
     return d.translate(payload)
-
-
-def _money(line) -> tuple[int, ...]:
-    return (line.qty, line.unit_price_fen, line.line_total_fen, line.discount_fen, line.paid_fen)
 
 
 # ----------------------------------------------------------------------- canonical.md §5
@@ -78,7 +71,7 @@ def test_01_single_paid(douyin) -> None:
     assert line.product_id == "3660207428038974001" and line.sku_id == "1784512345678911"
     assert line.merchant_sku == "EAR-BT-01-W" and line.title == "蓝牙耳机 半入耳式"
     assert [(s.name, s.value) for s in line.spec] == [("颜色", "白色")]
-    assert _money(line) == (1, 6900, 6900, 0, 6900)
+    assert money(line) == (1, 6900, 6900, 0, 6900)
     assert line.discount_source == "platform" and line.is_gift is False
     assert (line.refund.state, line.refund.qty, line.refund.amount_fen, line.refund.refund_ids) == (
         "NONE",
@@ -110,7 +103,7 @@ def test_02_multi_line_coupons(douyin) -> None:
     assert (t.goods_fen, t.discount_fen, t.freight_fen, t.paid_fen) == (20880, 1500, 0, 19380)
     assert (t.seller_discount_fen, t.platform_discount_fen) == (1000, 500)
     assert [ln.line_id for ln in o.lines] == ["6921876543210987651", "6921876543210987652"]
-    assert [_money(ln) for ln in o.lines] == [(1, 12900, 12900, 927, 11973), (2, 3990, 7980, 573, 7407)]
+    assert [money(ln) for ln in o.lines] == [(1, 12900, 12900, 927, 11973), (2, 3990, 7980, 573, 7407)]
     assert all(ln.discount_source == "platform" for ln in o.lines)
     assert [(s.name, s.value) for s in o.lines[0].spec] == [("颜色", "海盐蓝"), ("容量", "600ml")]
     got = [(p.promo_id, p.name, p.kind, p.funded_by, p.amount_fen, p.scope, p.line_id) for p in o.promotions]
@@ -132,7 +125,7 @@ def test_03_partial_refund_and_shipment(douyin) -> None:
     t = o.totals
     assert (t.goods_fen, t.discount_fen, t.freight_fen, t.paid_fen, t.refunded_fen) == (8980, 0, 0, 8980, 2990)
     mug, coaster = o.lines
-    assert _money(mug) == (1, 5990, 5990, 0, 5990) and _money(coaster) == (1, 2990, 2990, 0, 2990)
+    assert money(mug) == (1, 5990, 5990, 0, 5990) and money(coaster) == (1, 2990, 2990, 0, 2990)
     assert (mug.refund.state, mug.refund.amount_fen) == ("NONE", None)
     # refunded before shipping (after_sale_type 2, refund_status 3); amount from the line pay_amount
     assert (coaster.refund.state, coaster.refund.qty, coaster.refund.amount_fen) == ("REFUNDED", None, 2990)
@@ -178,16 +171,6 @@ def test_new_fields_are_reported_not_fatal(douyin) -> None:
 
 
 # -------------------------------------------------------------------------- the twin
-
-
-def _edge_payloads() -> list[tuple[str, dict[str, Any]]]:
-    """Samples and edge cases built from them, for the compiled/hand-written comparison."""
-    out = [(name, _payload(name)) for name in SAMPLES]
-    for label, name, mutate in EDGES:
-        payload = copy.deepcopy(_payload(name))
-        mutate(_root(payload))
-        out.append((label, payload))
-    return out
 
 
 def _gift(root: dict[str, Any]) -> None:
@@ -284,9 +267,11 @@ EDGES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("label", "payload"), _edge_payloads(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("label", "payload"), edge_payloads("douyin", EDGES, _root), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_handwritten_twin_gives_the_same_order(douyin, label: str, payload: dict[str, Any]) -> None:
-    assert msgspec.to_builtins(_twin()(payload)) == msgspec.to_builtins(douyin.translate(payload))
+    assert twin_builtins("douyin", payload) == msgspec.to_builtins(douyin.translate(payload))
 
 
 # ------------------------------------------------------------------------ edge cases
@@ -320,7 +305,7 @@ def test_unset_times_are_null(douyin, unset) -> None:
 def test_a_gift_line(douyin) -> None:
     o = _map(douyin, "02_multi_line_coupons.json", _gift)
     gift = o.lines[2]
-    assert gift.is_gift is True and _money(gift) == (1, 0, 0, 0, 0)
+    assert gift.is_gift is True and money(gift) == (1, 0, 0, 0, 0)
     assert [ln.is_gift for ln in o.lines] == [False, False, True]
     t = o.totals
     assert (t.goods_fen, t.discount_fen, t.paid_fen) == (20880, 1500, 19380)
@@ -503,7 +488,7 @@ def test_amounts_as_numeric_text_are_read(douyin) -> None:
         "02_multi_line_coupons.json",
         lambda r: r["sku_order_list"][1].update(pay_amount="7407", origin_amount=" 3990 "),
     )
-    assert _money(o.lines[1]) == (2, 3990, 7980, 573, 7407)
+    assert money(o.lines[1]) == (2, 3990, 7980, 573, 7407)
 
 
 @pytest.mark.parametrize(

@@ -4,43 +4,28 @@ money reconciliation and errors; and the hand-written twin in bench/ giving the 
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from gateway.errors import MappingError
-from gateway.mapping.dictionary import load_dictionary
 from gateway.refunds import apply_refund
-from gateway.rules.catalog import RuleContext
 from gateway.rules.checks import amount_mismatch
-from schemas.order import CanonicalOrder
 from schemas.refund import CanonicalRefund
+from tests.unit.mapping_support import CTX, money_gaps, platform_dictionary, read_sample, sample_names, twin_builtins
 
-REPO = Path(__file__).resolve().parents[2]
-JD = REPO / "mappings" / "samples" / "jd"
-SAMPLES = ["01_single_wait_stockout.json", "02_multi_line_coupons.json", "03_partial_refund.json"]
+SAMPLES = sample_names("jd")
 ROOT = "jingdong_pop_order_get_responce.orderDetailInfo.orderInfo"
-CTX = RuleContext(shop_id="s", target="t", tables={})
-
-
-def _handwritten():
-    spec = importlib.util.spec_from_file_location("handwritten_jd", REPO / "bench" / "handwritten_jd.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handwritten_jd
 
 
 @pytest.fixture(scope="module")
 def jd():
-    return load_dictionary(REPO / "mappings" / "platforms" / "jd.toml")
+    return platform_dictionary("jd")
 
 
 def _payload(name: str) -> dict[str, Any]:
-    return msgspec.json.decode((JD / name).read_bytes())
+    return read_sample("jd", name)
 
 
 def _info(payload: dict[str, Any]) -> dict[str, Any]:
@@ -57,15 +42,6 @@ def _without_receiver(name: str, **changes: Any) -> dict[str, Any]:
     payload = _with(name, **changes)
     del _info(payload)["consigneeInfo"]
     return payload
-
-
-def _reconciles(o: CanonicalOrder) -> None:
-    t = o.totals
-    assert t.paid_fen == t.goods_fen - t.discount_fen + t.freight_fen + t.buyer_fee_fen
-    assert sum(ln.line_total_fen for ln in o.lines) == t.goods_fen
-    assert sum(ln.paid_fen for ln in o.lines) == t.goods_fen - t.discount_fen
-    assert sum(ln.discount_fen for ln in o.lines) == t.discount_fen
-    assert list(amount_mismatch(o, CTX, {})) == []
 
 
 # ------------------------------------------------------------------ the samples (canonical.md §5)
@@ -115,7 +91,7 @@ def test_01_single_wait_stockout(jd) -> None:
         None,
     )
     assert o.promotions == [] and o.shipments == [] and o.fees == []
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_02_coupons_line_level_and_allocated(jd) -> None:
@@ -146,7 +122,7 @@ def test_02_coupons_line_level_and_allocated(jd) -> None:
     assert r.detail == "北京西路***号"
     assert r.division_codes == {"province": "320000", "city": "320100", "district": "320106"}
     assert r.region_codes == {"province": "12", "city": "904", "district": "3373"}  # townId "0": none
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_03_shipped_with_waybill(jd) -> None:
@@ -164,14 +140,14 @@ def test_03_shipped_with_waybill(jd) -> None:
     assert r.detail == "香港中路***号"  # "山东青岛市市南区香港中路街道香港中路***号": the road stays
     assert r.division_codes == {"province": "370000", "city": "370200", "district": "370202"}
     assert r.region_codes == {"province": "13", "city": "1007", "district": "3519"}
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_03_refund_apply_without_sku_matches_by_amount_for_review(jd) -> None:
     """canonical.md §5: the refund-apply names no skuId; 36.00 matches line B → needs_review, and
     refunded_fen stays 0 until a person confirms it."""
     o = jd.translate(_payload("03_partial_refund.json"))
-    raw = msgspec.json.decode((JD / "03_partial_refund.refundapply.json").read_bytes())
+    raw = read_sample("jd", "03_partial_refund.refundapply.json")
     apply = raw["jingdong_pop_afs_soa_refundapply_queryPageList_responce"]["queryResult"]["result"][0]
     refund = CanonicalRefund(
         platform="jd",
@@ -275,7 +251,7 @@ def test_regions_normalised_and_detail_stripped(jd, changes, names, detail, divi
     assert (r.province, r.city, r.district, r.street) == names
     assert (r.detail, r.division_codes, r.region_codes) == (detail, division, ids)
     assert jd.unknown_fields(payload) == []
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(o)
+    assert twin_builtins("jd", payload) == msgspec.to_builtins(o)
 
 
 def test_no_consignee_no_region(jd) -> None:
@@ -361,7 +337,7 @@ def test_tax_is_a_buyer_fee_and_balance_is_payment(jd) -> None:
     t = o.totals
     assert (t.discount_fen, t.buyer_fee_fen, t.paid_fen) == (6200, 300, 41080)
     assert [(f.name, f.amount_fen, f.payer) for f in o.fees] == [("税费", 300, "buyer")]
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_a_discount_missing_from_the_coupons_is_intercepted(jd) -> None:
@@ -419,7 +395,7 @@ def test_unknown_order_state_raises_a_mapping_error_naming_the_value(jd) -> None
 @pytest.mark.parametrize("name", SAMPLES)
 def test_handwritten_twin_gives_the_same_order(jd, name: str) -> None:
     payload = _payload(name)
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(jd.translate(payload))
+    assert twin_builtins("jd", payload) == msgspec.to_builtins(jd.translate(payload))
 
 
 @pytest.mark.parametrize(
@@ -433,4 +409,4 @@ def test_handwritten_twin_gives_the_same_order(jd, name: str) -> None:
     ids=["locked", "cancelled-after-payment", "tax-and-balance", "other-carrier"],
 )
 def test_handwritten_twin_agrees_on_edge_cases(jd, payload: dict[str, Any]) -> None:
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(jd.translate(payload))
+    assert twin_builtins("jd", payload) == msgspec.to_builtins(jd.translate(payload))

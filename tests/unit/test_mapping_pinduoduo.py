@@ -4,43 +4,27 @@ reconciliation and errors; and the hand-written twin in bench/ giving the same o
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from gateway.errors import MappingError
-from gateway.mapping.dictionary import load_dictionary
 from gateway.refunds import apply_refund
-from gateway.rules.catalog import RuleContext
-from gateway.rules.checks import amount_mismatch
-from schemas.order import CanonicalOrder
 from schemas.refund import CanonicalRefund
+from tests.unit.mapping_support import money_gaps, platform_dictionary, read_sample, sample_names, twin_builtins
 
-REPO = Path(__file__).resolve().parents[2]
-PDD = REPO / "mappings" / "samples" / "pinduoduo"
-SAMPLES = ["01_single_paid.json", "02_multi_line_coupons.json", "03_partial_refund.json"]
+SAMPLES = sample_names("pinduoduo")
 ROOT = "order_info_get_response.order_info"
-CTX = RuleContext(shop_id="s", target="t", tables={})
-
-
-def _handwritten():
-    spec = importlib.util.spec_from_file_location("handwritten_pinduoduo", REPO / "bench" / "handwritten_pinduoduo.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handwritten_pinduoduo
 
 
 @pytest.fixture(scope="module")
 def pdd():
-    return load_dictionary(REPO / "mappings" / "platforms" / "pinduoduo.toml")
+    return platform_dictionary("pinduoduo")
 
 
 def _payload(name: str) -> dict[str, Any]:
-    return msgspec.json.decode((PDD / name).read_bytes())
+    return read_sample("pinduoduo", name)
 
 
 def _info(payload: dict[str, Any]) -> dict[str, Any]:
@@ -51,15 +35,6 @@ def _with(name: str, **changes: Any) -> dict[str, Any]:
     payload = _payload(name)
     _info(payload).update(changes)
     return payload
-
-
-def _reconciles(o: CanonicalOrder) -> None:
-    t = o.totals
-    assert t.paid_fen == t.goods_fen - t.discount_fen + t.freight_fen + t.buyer_fee_fen
-    assert sum(ln.line_total_fen for ln in o.lines) == t.goods_fen
-    assert sum(ln.paid_fen for ln in o.lines) == t.goods_fen - t.discount_fen
-    assert sum(ln.discount_fen for ln in o.lines) == t.discount_fen
-    assert list(amount_mismatch(o, CTX, {})) == []
 
 
 # ------------------------------------------------------------------ the samples (canonical.md §5)
@@ -107,7 +82,7 @@ def test_01_single_paid_ciphertext_receiver(pdd) -> None:
     assert o.platform_version == o.updated_at and o.shipped_at is None and o.completed_at is None
     assert o.buyer.message is None and o.buyer.platform_uid is None and o.seller_memo is None
     assert o.promotions == [] and o.shipments == [] and o.fees == []
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_01_masks_stand_in_when_the_ciphertext_is_gone(pdd) -> None:
@@ -145,7 +120,7 @@ def test_02_order_level_discounts_allocated_and_a_gift_line(pdd) -> None:
     # 苏州工业园区 is a functional zone without a GB/T 2260 code: kept as sent, no district code.
     assert r.division_codes == {"province": "320000", "city": "320500"}
     assert r.region_codes == {"province": "16", "city": "220", "district": "1790"}
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_03_shipped_partial_refund_masks_only(pdd) -> None:
@@ -166,13 +141,13 @@ def test_03_shipped_partial_refund_masks_only(pdd) -> None:
     assert ship.shipped_at == o.shipped_at == "2024-06-16T10:22:45+08:00"
     assert [(s.line_id, s.qty) for s in ship.lines] == [(line.line_id, 3)]
     assert o.seller_memo == "1件退货退款已处理"
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_03_refund_record_lands_on_the_line_by_sku(pdd) -> None:
     """canonical.md §5: line refund REFUNDED qty 1, 3990 fen (refund detail is int fen)."""
     o = pdd.translate(_payload("03_partial_refund.json"))
-    raw = msgspec.json.decode((PDD / "03_partial_refund.refund_information.json").read_bytes())
+    raw = read_sample("pinduoduo", "03_partial_refund.refund_information.json")
     refund = CanonicalRefund(
         platform="pinduoduo",
         order_id=raw["order_sn"],
@@ -239,7 +214,7 @@ def test_regions_normalised_with_codes(pdd, changes: dict[str, Any], names, divi
     assert (r.division_codes, r.region_codes) == (division, ids)
     assert r.detail == "珞喻路***号"  # receiver_address is already without the region
     assert pdd.unknown_fields(payload) == []
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(o)
+    assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(o)
 
 
 def test_unknown_region_is_kept_without_codes(pdd) -> None:
@@ -342,8 +317,8 @@ def test_three_lines_allocation_remainders_sum_exactly(pdd) -> None:
     assert [ln.discount_fen for ln in goods] == [67, 267, 666]
     assert [ln.paid_fen for ln in goods] == [934, 3737, 9333]
     assert [ln.line_id for ln in goods] == [f"{o.order_id}:1", f"{o.order_id}:2", f"{o.order_id}:3"]
-    _reconciles(o)
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(o)
+    assert money_gaps(o) == []
+    assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(o)
 
 
 def test_price_change_counts_as_a_seller_discount(pdd) -> None:
@@ -355,7 +330,7 @@ def test_price_change_counts_as_a_seller_discount(pdd) -> None:
     assert (t.goods_fen, t.discount_fen, t.seller_discount_fen, t.platform_discount_fen) == (14970, 2000, 1500, 500)
     assert (o.lines[0].discount_fen, o.lines[0].paid_fen) == (2000, 12970)
     assert [(p.name, p.funded_by, p.amount_fen) for p in o.promotions][-1] == ("商家改价", "seller", 500)
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_discount_amount_missing_is_the_sum_of_its_parts(pdd) -> None:
@@ -376,7 +351,7 @@ def test_buyer_service_fees_are_part_of_paid(pdd) -> None:
     assert [(f.name, f.kind, f.amount_fen, f.payer) for f in o.fees] == [
         ("sf_express_fee", "service_fee", 300, "buyer")
     ]
-    _reconciles(o)
+    assert money_gaps(o) == []
 
 
 def test_gift_of_the_same_sku_keeps_line_ids_unique(pdd) -> None:
@@ -448,7 +423,7 @@ def test_not_a_pdd_response(pdd) -> None:
 @pytest.mark.parametrize("name", SAMPLES)
 def test_handwritten_twin_gives_the_same_order(pdd, name: str) -> None:
     payload = _payload(name)
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(pdd.translate(payload))
+    assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(pdd.translate(payload))
 
 
 @pytest.mark.parametrize(
@@ -467,4 +442,4 @@ def test_handwritten_twin_gives_the_same_order(pdd, name: str) -> None:
 )
 def test_handwritten_twin_agrees_on_edge_cases(pdd, changes: dict[str, Any]) -> None:
     payload = _with("02_multi_line_coupons.json", **changes)
-    assert msgspec.to_builtins(_handwritten()(payload)) == msgspec.to_builtins(pdd.translate(payload))
+    assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(pdd.translate(payload))

@@ -1,27 +1,32 @@
-"""The Taobao dictionary against canonical.md §5, value by value, and the engine's error behaviour."""
+"""The Taobao dictionary against canonical.md §5, value by value, and the engine's error behaviour; and the
+hand-written twin in bench/ giving the same orders."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from gateway.errors import ConfigError, MappingError
-from gateway.mapping.dictionary import compile_dictionary, load_dictionary
+from gateway.mapping.dictionary import compile_dictionary
 from schemas.order import CanonicalOrder
+from tests.unit.mapping_support import platform_dictionary, read_sample, sample_folder, sample_names, twin_builtins
 
-REPO = Path(__file__).resolve().parents[2]
-TB = REPO / "mappings" / "samples" / "taobao"
+TB = sample_folder("taobao")
 
 
 @pytest.fixture(scope="module")
 def taobao():
-    return load_dictionary(REPO / "mappings" / "platforms" / "taobao.toml")
+    return platform_dictionary("taobao")
+
+
+def _payload(name: str) -> dict[str, Any]:
+    return read_sample("taobao", name)
 
 
 def _map(d, name: str) -> CanonicalOrder:
-    return d.translate(msgspec.json.decode((TB / name).read_bytes()))
+    return d.translate(_payload(name))
 
 
 def test_single_line_paid(taobao) -> None:
@@ -90,7 +95,7 @@ def test_partial_refund_and_shipment(taobao) -> None:
 
 
 def test_samples_have_no_unknown_fields_and_new_ones_are_reported(taobao) -> None:
-    payload = msgspec.json.decode((TB / "02_multi_line_coupons.json").read_bytes())
+    payload = _payload("02_multi_line_coupons.json")
     assert taobao.unknown_fields(payload) == []
     payload["trade_fullinfo_get_response"]["trade"]["live_slot_fee"] = "3.00"
     payload["trade_fullinfo_get_response"]["trade"]["orders"]["order"][0]["new_flag"] = 1
@@ -119,7 +124,7 @@ def test_ids_beyond_2_53_stay_exact_without_the_string_form(taobao) -> None:
     ],
 )
 def test_bad_values_raise_a_mapping_error_naming_the_path(taobao, mutate, path: str) -> None:
-    payload = msgspec.json.decode((TB / "01_single_line_paid.json").read_bytes())
+    payload = _payload("01_single_line_paid.json")
     mutate(payload["trade_fullinfo_get_response"]["trade"])
     with pytest.raises(MappingError) as err:
         taobao.translate(payload)
@@ -128,7 +133,7 @@ def test_bad_values_raise_a_mapping_error_naming_the_path(taobao, mutate, path: 
 
 
 def test_whitespace_and_full_width_are_normalised(taobao) -> None:
-    payload = msgspec.json.decode((TB / "01_single_line_paid.json").read_bytes())
+    payload = _payload("01_single_line_paid.json")
     line = payload["trade_fullinfo_get_response"]["trade"]["orders"]["order"][0]
     line["outer_sku_id"] = "\u00a0ＨＯＭＥ-PILLOW-GRY-4874\u200b "
     line["price"] = " 89.00 "
@@ -182,7 +187,7 @@ def test_missing_required_target_field_is_caught_at_compile_time() -> None:
 
 def test_carrier_value_table_unknown_name_is_kept_without_a_code(taobao) -> None:
     """The carriers table has a "*" entry: an unknown carrier is no reason to refuse an order."""
-    payload = msgspec.json.decode((TB / "03_partial_refund.json").read_bytes())
+    payload = _payload("03_partial_refund.json")
     for line in payload["trade_fullinfo_get_response"]["trade"]["orders"]["order"]:
         if line.get("logistics_company"):
             line["logistics_company"] = "某某物流"
@@ -192,7 +197,7 @@ def test_carrier_value_table_unknown_name_is_kept_without_a_code(taobao) -> None
 
 def test_value_tables_are_read_with_the_dictionary_and_can_be_overridden(taobao) -> None:
     assert taobao.lookups["carriers.taobao"]["中通快递"] == "ZTO"
-    payload = msgspec.json.decode((TB / "03_partial_refund.json").read_bytes())
+    payload = _payload("03_partial_refund.json")
     (ship,) = taobao.translate(payload, {"carriers.taobao": {"中通快递": "ZTO-X"}}).shipments
     assert ship.carrier == "ZTO-X"
 
@@ -212,9 +217,18 @@ def test_regions_are_normalised_with_gbt2260_codes(taobao, sample, names, codes)
 
 
 def test_short_region_names_are_completed(taobao) -> None:
-    payload = msgspec.json.decode((TB / "01_single_line_paid.json").read_bytes())
+    payload = _payload("01_single_line_paid.json")
     trade = payload["trade_fullinfo_get_response"]["trade"]
     trade.update(receiver_state="广东", receiver_city="", receiver_district="东莞市", receiver_town="虎门镇")
     r = taobao.translate(payload).receiver
     assert (r.province, r.city, r.district, r.street) == ("广东省", "东莞市", None, "虎门镇")
     assert r.division_codes == {"province": "440000", "city": "441900"}
+
+
+# ------------------------------------------------------------------ the hand-written twin
+
+
+@pytest.mark.parametrize("name", sample_names("taobao"))
+def test_handwritten_twin_gives_the_same_order(taobao, name: str) -> None:
+    payload = _payload(name)
+    assert twin_builtins("taobao", payload) == msgspec.to_builtins(taobao.translate(payload))

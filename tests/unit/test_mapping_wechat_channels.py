@@ -4,43 +4,39 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from gateway.errors import MappingError
-from gateway.mapping.dictionary import load_dictionary
 from gateway.rules.catalog import RuleContext
 from gateway.rules.checks import amount_mismatch
 from schemas.order import CanonicalOrder
+from tests.unit.mapping_support import (
+    edge_payloads,
+    money,
+    platform_dictionary,
+    read_sample,
+    sample_folder,
+    sample_names,
+    twin_builtins,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-WX = REPO / "mappings" / "samples" / "wechat_channels"
-SAMPLES = ["01_single_paid.json", "02_multi_line_coupons.json", "03_partial_refund.json"]
+WX = sample_folder("wechat_channels")
+SAMPLES = sample_names("wechat_channels")
 ROOT = "order"
-
-
-def _twin() -> Callable[[Any], CanonicalOrder]:
-    path = REPO / "bench" / "handwritten_wechat_channels.py"
-    spec = importlib.util.spec_from_file_location("handwritten_wechat_channels", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handwritten_wechat_channels
 
 
 @pytest.fixture(scope="module")
 def wechat():
-    return load_dictionary(REPO / "mappings" / "platforms" / "wechat_channels.toml")
+    return platform_dictionary("wechat_channels")
 
 
 def _payload(name: str) -> dict[str, Any]:
-    return msgspec.json.decode((WX / name).read_bytes())
+    return read_sample("wechat_channels", name)
 
 
 def _map(d, name: str, mutate: Callable[[dict[str, Any]], Any] | None = None) -> CanonicalOrder:
@@ -48,10 +44,6 @@ def _map(d, name: str, mutate: Callable[[dict[str, Any]], Any] | None = None) ->
     if mutate is not None:
         mutate(payload["order"])
     return d.translate(payload)
-
-
-def _money(line) -> tuple[int, ...]:
-    return (line.qty, line.unit_price_fen, line.line_total_fen, line.discount_fen, line.paid_fen)
 
 
 def _address(order: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +64,7 @@ def test_01_single_paid(wechat) -> None:
     assert line.line_id == "10000123456789:2000012345678"
     assert (line.product_id, line.sku_id, line.merchant_sku) == ("10000123456789", "2000012345678", "COF-YN-454")
     assert line.title == "云南小粒咖啡豆 454g" and [(s.name, s.value) for s in line.spec] == [("烘焙度", "中深烘")]
-    assert _money(line) == (1, 6800, 6800, 0, 6800)
+    assert money(line) == (1, 6800, 6800, 0, 6800)
     assert line.discount_source == "platform" and line.is_gift is False
     assert (line.refund.state, line.refund.qty, line.refund.amount_fen) == ("NONE", None, None)
     assert o.created_at == "2024-06-18T16:40:00+08:00" and o.paid_at == "2024-06-18T16:40:28+08:00"
@@ -94,7 +86,7 @@ def test_02_multi_line_coupons(wechat) -> None:
     assert (t.seller_discount_fen, t.platform_discount_fen) == (1000, None)
     assert [ln.line_id for ln in o.lines] == ["10000223456789:2000022345678", "10000223456790:2000022345679"]
     # merchant coupon 1000 split 598 / 402 by the platform (estimate_price / real_price)
-    assert [_money(ln) for ln in o.lines] == [(1, 8900, 8900, 598, 8302), (2, 2990, 5980, 402, 5578)]
+    assert [money(ln) for ln in o.lines] == [(1, 8900, 8900, 598, 8302), (2, 2990, 5980, 402, 5578)]
     got = [(p.promo_id, p.name, p.kind, p.funded_by, p.amount_fen, p.scope, p.line_id) for p in o.promotions]
     assert got == [("301234567890", None, "coupon", "seller", 1000, "order", None)]
     assert o.buyer.message == "四件套和枕头一起发"
@@ -109,7 +101,7 @@ def test_03_partial_refund_and_shipment(wechat) -> None:
     t = o.totals
     assert (t.goods_fen, t.discount_fen, t.freight_fen, t.paid_fen, t.refunded_fen) == (25880, 0, 0, 25880, 2990)
     quilt, pillows = o.lines
-    assert _money(quilt) == (1, 19900, 19900, 0, 19900) and _money(pillows) == (2, 2990, 5980, 0, 5980)
+    assert money(quilt) == (1, 19900, 19900, 0, 19900) and money(pillows) == (2, 2990, 5980, 0, 5980)
     assert quilt.refund.state == "NONE"
     # finish_aftersale_sku_cnt=1 of 2: REFUNDED, qty 1, the unit's paid share
     assert (pillows.refund.state, pillows.refund.qty, pillows.refund.amount_fen) == ("REFUNDED", 1, 2990)
@@ -222,18 +214,14 @@ EDGES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
 
 
 def _edge_payloads() -> list[tuple[str, dict[str, Any]]]:
-    out = [(name, _payload(name)) for name in SAMPLES]
-    for label, name, mutate in EDGES:
-        payload = copy.deepcopy(_payload(name))
-        mutate(payload["order"])
-        out.append((label, payload))
+    out = edge_payloads("wechat_channels", EDGES, lambda payload: payload["order"])
     out.append(("big ids", msgspec.json.decode(_big_ids((WX / "01_single_paid.json").read_bytes()))))
     return out
 
 
 @pytest.mark.parametrize(("label", "payload"), _edge_payloads(), ids=lambda v: v if isinstance(v, str) else "")
 def test_handwritten_twin_gives_the_same_order(wechat, label: str, payload: dict[str, Any]) -> None:
-    assert msgspec.to_builtins(_twin()(payload)) == msgspec.to_builtins(wechat.translate(payload))
+    assert twin_builtins("wechat_channels", payload) == msgspec.to_builtins(wechat.translate(payload))
 
 
 def test_ids_above_2_53_stay_exact(wechat) -> None:
@@ -257,7 +245,7 @@ def test_unset_times_are_null(wechat, unset) -> None:
 def test_a_gift_line(wechat) -> None:
     o = _map(wechat, "01_single_paid.json", _gift)
     assert [ln.is_gift for ln in o.lines] == [False, True]
-    assert _money(o.lines[1]) == (1, 0, 0, 0, 0)
+    assert money(o.lines[1]) == (1, 0, 0, 0, 0)
     assert (o.totals.goods_fen, o.totals.paid_fen) == (6800, 6800)
 
 
