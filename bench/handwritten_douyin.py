@@ -14,6 +14,7 @@ from typing import Any
 from handwritten_common import carrier_lookup, either, ident, integer, nonneg, pii_state, raw, required, unix_time
 
 # Text is normalised as everywhere in the gateway (NFKC, zero-width characters, white space).
+from gateway.mapping.transforms import as_bool
 from gateway.mapping.transforms import normalize_text as _text
 from gateway.regions import normalise
 from schemas.order import (
@@ -21,6 +22,7 @@ from schemas.order import (
     CanonicalOrder,
     Line,
     LineRefund,
+    Presale,
     Promotion,
     Receiver,
     Shipment,
@@ -207,6 +209,31 @@ def _region_codes(o: dict[str, Any]) -> dict[str, str] | None:
     return ids or None
 
 
+def _presale(phases: list[dict[str, Any]]) -> Presale | None:
+    """定金预售 stage orders (order_phase_list): stage 1 is the deposit; a stage not paid is open."""
+    if not phases:
+        return None
+    deposit = balance = paid = open_phases = open_deposits = 0
+    for ph in phases:
+        phase = required(integer(ph.get("current_phase")), "current_phase")
+        done = as_bool(ph.get("pay_success")) or False
+        amount = integer(ph.get("phase_pay_amount")) or 0
+        if phase == 1:
+            deposit += amount
+            open_deposits += not done
+        else:
+            balance += amount
+        paid += amount if done else 0
+        open_phases += not done
+    return Presale(
+        stage="deposit_unpaid" if open_deposits else ("deposit_paid" if open_phases else "balance_paid"),
+        deposit_fen=deposit,
+        balance_fen=balance,
+        paid_fen=paid,
+        balance_paid=open_phases == 0,
+    )
+
+
 def handwritten_douyin(payload: dict[str, Any]) -> CanonicalOrder:
     """``order.orderDetail`` response → canonical order, as the Douyin dictionary does."""
     o = payload["data"]["shop_order_detail"]
@@ -283,4 +310,5 @@ def handwritten_douyin(payload: dict[str, Any]) -> CanonicalOrder:
         ),
         promotions=_promotions(o.get("promotion_detail") or {}),
         shipments=_shipments(o.get("logistics_info") or []),
+        presale=_presale(o.get("order_phase_list") or []),
     )

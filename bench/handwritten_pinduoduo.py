@@ -20,6 +20,7 @@ from handwritten_common import (
     fen,
     first,
     ident,
+    integer,
     local_time,
     pii_state,
     raw,
@@ -36,6 +37,7 @@ from schemas.order import (
     Fee,
     Line,
     LineRefund,
+    Presale,
     Promotion,
     Receiver,
     Shipment,
@@ -45,6 +47,7 @@ from schemas.order import (
 )
 
 STATUS = {"1": "READY_TO_SHIP", "2": "SHIPPED", "3": "COMPLETED"}
+PRESALE_STAGE = {"0": "deposit_unpaid", "1": "deposit_paid", "2": "balance_paid"}
 CLOSED = {"confirm_status=2": "CANCELLED", "group_status=2": "CANCELLED"}
 HOLD = {
     "group_status=0": "GROUP_BUY_PENDING",
@@ -93,6 +96,24 @@ def _waybills(items: list[dict[str, Any]]) -> list[Shipment]:
             code = ident(d.get("logistics_id"))
             out.append(Shipment(waybill_no=waybill, carrier_platform_code=code, carrier=_carrier(code)))
     return out
+
+
+def _presale(o: dict[str, Any]) -> Presale | None:
+    """Deposit orders (trade_type 1, step_order_info): the stage, the deposit and what was paid."""
+    step = o.get("step_order_info")
+    if step is not None and not isinstance(step, dict):
+        raise ValueError("step_order_info: expected an object")
+    step = step or {}
+    code = integer(step.get("step_trade_status"))
+    stage = PRESALE_STAGE[str(code)] if code is not None else None
+    if stage is None and integer(o.get("trade_type")) != 1:
+        return None
+    return Presale(
+        stage=stage,  # type: ignore[arg-type]
+        deposit_fen=fen(step.get("advanced_paid_fee")),
+        paid_fen=fen(step.get("step_paid_fee")),
+        balance_paid=stage == "balance_paid",
+    )
 
 
 def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
@@ -274,4 +295,5 @@ def handwritten_pinduoduo(payload: dict[str, Any]) -> CanonicalOrder:
         promotions=promotions,
         fees=fees,
         shipments=shipments,
+        presale=_presale(o),
     )

@@ -22,6 +22,7 @@ from schemas.order import (
     CanonicalOrder,
     Line,
     LineRefund,
+    Presale,
     Promotion,
     Receiver,
     Shipment,
@@ -54,6 +55,11 @@ REFUND = {
     "SELLER_REFUSE_BUYER": "REJECTED",
     "CLOSED": "CLOSED",
     "SUCCESS": "REFUNDED",
+}
+PRESALE_STAGE = {
+    "FRONT_NOPAID_FINAL_NOPAID": "deposit_unpaid",
+    "FRONT_PAID_FINAL_NOPAID": "deposit_paid",
+    "FRONT_PAID_FINAL_PAID": "balance_paid",
 }
 # Longest matching prefix wins: (prefix, kind, funded_by), longest first.
 _PROMOTIONS = sorted(
@@ -175,6 +181,21 @@ def _shipments(orders: list[dict[str, Any]]) -> list[Shipment]:
     return list(by_waybill.values())
 
 
+def _presale(t: dict[str, Any]) -> Presale | None:
+    """Step (预售) trades: the stage, and what was paid (the deposit while only that is paid)."""
+    code = _text(t.get("step_trade_status"))
+    if not code:
+        return None
+    stage = PRESALE_STAGE[code]
+    paid = _fen(t.get("step_paid_fee"))
+    return Presale(
+        stage=stage,  # type: ignore[arg-type]
+        deposit_fen=paid if stage == "deposit_paid" else None,
+        paid_fen=paid,
+        balance_paid=stage == "balance_paid",
+    )
+
+
 def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
     """``taobao.trade.fullinfo.get`` response → canonical order, as the Taobao dictionary does."""
     t = payload["trade_fullinfo_get_response"]["trade"]
@@ -227,4 +248,5 @@ def handwritten_taobao(payload: dict[str, Any]) -> CanonicalOrder:
         lines=[_line(o) for o in orders],
         promotions=[_promotion(p, order_id) for p in promotions],
         shipments=_shipments(orders),
+        presale=_presale(t),
     )

@@ -33,8 +33,13 @@ OrderStatus = Literal[
 HoldReason = Literal["GROUP_BUY_PENDING", "RISK_REVIEW", "ADDRESS_CHANGE_PENDING", "LOCKED", "NO_RECEIVER"]
 PiiState = Literal["plain", "masked", "encrypted", "absent"]
 RefundState = Literal["NONE", "REQUESTED", "IN_PROGRESS", "REFUNDED", "REJECTED", "CLOSED"]
-PromotionKind = Literal["coupon", "full_reduction", "item_discount", "redpack", "points", "other"]
+# ``member``: a discount the buyer gets for a member tier (会员价, 会员折扣), checked by the rule
+# MEMBER_DISCOUNT_LIMIT against the tier's limit.
+PromotionKind = Literal["coupon", "full_reduction", "item_discount", "redpack", "points", "member", "other"]
 FundedBy = Literal["seller", "platform", "talent", "unknown"]
+# Where a presale (定金预售, step payment) order stands: deposit not paid, deposit paid and balance
+# (尾款) not paid, or both paid.
+PresaleStage = Literal["deposit_unpaid", "deposit_paid", "balance_paid"]
 # What a fee is for, whatever the platform calls it (达人佣金, 推广服务费, 分销返点 … → channel_fee):
 # the names are mapped by the value table ``fee_kinds`` (mappings/values/platforms.toml).
 FeeKind = Literal["channel_fee", "platform_fee", "service_fee", "insurance", "other"]
@@ -48,6 +53,9 @@ class Buyer(Base, kw_only=True):
     platform_uid: str | None = None
     nick: str | None = None
     message: str | None = None
+    # The buyer's member tier as the shop names it (普通会员, 银卡, 金卡, 钻石 …), where the platform
+    # sends one; None: not a member, or not said (then MEMBER_DISCOUNT_LIMIT does not apply).
+    member_level: str | None = None
 
 
 class Receiver(Base, kw_only=True):
@@ -129,6 +137,20 @@ class Promotion(Base, kw_only=True):
     amount_fen: Fen = 0
     scope: Literal["order", "line"] = "order"
     line_id: str | None = None
+    # The goods amount a threshold promotion (满300减30: 30000) needs, where the platform says it as a
+    # number; None: not said (FULL_REDUCTION_THRESHOLD then reads the threshold from the name).
+    threshold_fen: NonNegFen | None = None
+
+
+class Presale(Base, kw_only=True):
+    """A presale (定金预售) order's stages: the deposit (定金) and the balance (尾款). None of it is set
+    for an ordinary order (``CanonicalOrder.presale`` is None); amounts a platform does not say are None."""
+
+    stage: PresaleStage | None = None
+    deposit_fen: NonNegFen | None = None  # the deposit
+    balance_fen: NonNegFen | None = None  # the balance (尾款)
+    paid_fen: NonNegFen | None = None  # paid so far over the stages
+    balance_paid: bool = False
 
 
 class Fee(Base, kw_only=True):
@@ -186,3 +208,4 @@ class CanonicalOrder(Base, kw_only=True):
     fees: list[Fee] = msgspec.field(default_factory=list)
     shipments: list[Shipment] = msgspec.field(default_factory=list)
     source: Source = msgspec.field(default_factory=Source)
+    presale: Presale | None = None  # a presale (定金预售) order's stages; None for an ordinary order

@@ -542,3 +542,56 @@ def test_address_as_a_json_string_is_refused_naming_it(douyin) -> None:
     with pytest.raises(MappingError) as err:
         _map(douyin, "01_single_paid.json", mutate)
     assert err.value.path == f"{ROOT}.post_addr"
+
+
+# ------------------------------------------------------------------------ presale (定金预售)
+
+
+def _phases(*paid: bool) -> list[dict[str, Any]]:
+    """A two-stage presale of sample 01's SKU (69.00): 10.00 deposit, 59.00 balance."""
+    return [
+        {
+            "phase_order_id": f"p{n}",
+            "total_phase": 2,
+            "current_phase": n,
+            "sku_price": 6900,
+            "pay_success": done,
+            "phase_pay_amount": 1000 if n == 1 else 5900,
+            "sku_order_id": "6920000000000000001",
+            "current_phase_status_desc": "已支付" if done else "待支付",
+        }
+        for n, done in enumerate(paid, start=1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("phases", "presale"),
+    [
+        ([], None),
+        (
+            _phases(False, False),
+            {"stage": "deposit_unpaid", "deposit_fen": 1000, "balance_fen": 5900, "paid_fen": 0, "balance_paid": False},
+        ),
+        (
+            _phases(True, False),
+            {
+                "stage": "deposit_paid",
+                "deposit_fen": 1000,
+                "balance_fen": 5900,
+                "paid_fen": 1000,
+                "balance_paid": False,
+            },
+        ),
+        (
+            _phases(True, True),
+            {"stage": "balance_paid", "deposit_fen": 1000, "balance_fen": 5900, "paid_fen": 6900, "balance_paid": True},
+        ),
+    ],
+)
+def test_stage_orders_give_the_presale(douyin, phases: list[dict[str, Any]], presale: Any) -> None:
+    payload = read_sample("douyin", "01_single_paid.json")
+    _root(payload)["order_phase_list"] = phases
+    order = douyin.translate(payload)
+    assert msgspec.to_builtins(order.presale) == presale
+    assert douyin.unknown_fields(payload) == []
+    assert twin_builtins("douyin", payload) == msgspec.to_builtins(order)

@@ -443,3 +443,59 @@ def test_handwritten_twin_gives_the_same_order(pdd, name: str) -> None:
 def test_handwritten_twin_agrees_on_edge_cases(pdd, changes: dict[str, Any]) -> None:
     payload = _with("02_multi_line_coupons.json", **changes)
     assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(pdd.translate(payload))
+
+
+# ------------------------------------------------------------------ presale (定金订单)
+
+
+def _step(stage: int, deposit: str, paid: str) -> dict[str, Any]:
+    return {
+        "advanced_paid_fee": deposit,
+        "step_paid_fee": paid,
+        "step_discount_amount": "0.00",
+        "step_trade_status": stage,
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "presale"),
+    [
+        ({}, None),
+        ({"trade_type": 0, "step_order_info": None}, None),
+        (
+            {"trade_type": 1, "step_order_info": _step(0, "0.00", "0.00")},
+            {"stage": "deposit_unpaid", "deposit_fen": 0, "balance_fen": None, "paid_fen": 0, "balance_paid": False},
+        ),
+        (
+            {"trade_type": 1, "step_order_info": _step(1, "20.00", "20.00")},
+            {
+                "stage": "deposit_paid",
+                "deposit_fen": 2000,
+                "balance_fen": None,
+                "paid_fen": 2000,
+                "balance_paid": False,
+            },
+        ),
+        (
+            {"trade_type": 1, "step_order_info": _step(2, "20.00", "140.70")},
+            {
+                "stage": "balance_paid",
+                "deposit_fen": 2000,
+                "balance_fen": None,
+                "paid_fen": 14070,
+                "balance_paid": True,
+            },
+        ),
+        # A deposit order without its stage: a presale whose balance is not known to be paid.
+        (
+            {"trade_type": 1, "step_order_info": None},
+            {"stage": None, "deposit_fen": None, "balance_fen": None, "paid_fen": None, "balance_paid": False},
+        ),
+    ],
+)
+def test_deposit_orders_give_the_presale(pdd, changes: dict[str, Any], presale: Any) -> None:
+    payload = _with("02_multi_line_coupons.json", **changes)
+    order = pdd.translate(payload)
+    assert msgspec.to_builtins(order.presale) == presale
+    assert pdd.unknown_fields(payload) == []
+    assert twin_builtins("pinduoduo", payload) == msgspec.to_builtins(order)

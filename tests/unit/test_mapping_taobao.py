@@ -232,3 +232,58 @@ def test_short_region_names_are_completed(taobao) -> None:
 def test_handwritten_twin_gives_the_same_order(taobao, name: str) -> None:
     payload = _payload(name)
     assert twin_builtins("taobao", payload) == msgspec.to_builtins(taobao.translate(payload))
+
+
+# ------------------------------------------------------------------ presale (step trades)
+
+
+@pytest.mark.parametrize(
+    ("stage_code", "paid", "presale"),
+    [
+        (None, None, None),
+        (
+            "FRONT_NOPAID_FINAL_NOPAID",
+            None,
+            {
+                "stage": "deposit_unpaid",
+                "deposit_fen": None,
+                "balance_fen": None,
+                "paid_fen": None,
+                "balance_paid": False,
+            },
+        ),
+        (
+            "FRONT_PAID_FINAL_NOPAID",
+            "20.00",
+            {
+                "stage": "deposit_paid",
+                "deposit_fen": 2000,
+                "balance_fen": None,
+                "paid_fen": 2000,
+                "balance_paid": False,
+            },
+        ),
+        (
+            "FRONT_PAID_FINAL_PAID",
+            "95.00",
+            {"stage": "balance_paid", "deposit_fen": None, "balance_fen": None, "paid_fen": 9500, "balance_paid": True},
+        ),
+    ],
+)
+def test_step_trades_give_the_presale(taobao, stage_code: str | None, paid: str | None, presale: Any) -> None:
+    payload = _payload("01_single_line_paid.json")
+    trade = payload["trade_fullinfo_get_response"]["trade"]
+    if stage_code is not None:
+        trade.update(type="step", step_trade_status=stage_code, step_paid_fee=paid)
+    order = taobao.translate(payload)
+    assert msgspec.to_builtins(order.presale) == presale
+    assert taobao.unknown_fields(payload) == []
+    assert twin_builtins("taobao", payload) == msgspec.to_builtins(order)
+
+
+def test_an_unknown_step_stage_is_a_mapping_error_naming_it(taobao) -> None:
+    payload = _payload("01_single_line_paid.json")
+    payload["trade_fullinfo_get_response"]["trade"]["step_trade_status"] = "FRONT_PAID_FINAL_LATER"
+    with pytest.raises(MappingError) as err:
+        taobao.translate(payload)
+    assert err.value.path == "trade_fullinfo_get_response.trade.step_trade_status"
