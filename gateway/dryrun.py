@@ -11,6 +11,12 @@ routed to a target that uses it, plus the samples mapped by the published platfo
 An order *fails* when the dictionary cannot translate it, its shop cannot be resolved, or the
 rules would reject it (the 422 of intake); a change of the rules' verdict (accepted ↔ held) shows
 as a change of the path ``(verdict)``.
+
+The dry run of a proposed *rule set* (``compare_rulesets``) keeps the orders as they were mapped:
+the draft and the published rule set judge the newest stored canonical orders of every platform
+and the masked snapshots of the rejected orders' intercepts, plus the bundled samples as the
+published dictionaries map them. Per order it shows the verdict (accept, warn, hold, reject)
+before and after and which rule codes appear or disappear.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from gateway.errors import GatewayError
 from gateway.intake import evaluate
 from gateway.mapping.dictionary import CompiledDictionary
 from gateway.pii import mask_order, redact, scrub_text
-from gateway.ports import OrderRecord
+from gateway.ports import OrderRecord, RecordedOrder
+from gateway.rules.catalog import RuleContext, Ruleset
 from gateway.runtime import Runtime, dictionary_platform
+from schemas.order import CanonicalOrder
 
 DEFAULT_LIMIT = 500
 """Recorded payloads a dry run reads by default (the newest)."""
@@ -299,3 +307,173 @@ def _document_samples(draft: CompiledDictionary, runtime: Runtime, folder: Path)
 def targets_using(runtime: Runtime, dictionary_name: str) -> Sequence[str]:
     """The ERP targets whose outbound dictionary is ``dictionary_name``."""
     return sorted(name for name, t in runtime.config.targets.items() if t.dictionary == dictionary_name)
+
+
+# ----------------------------------------------------------------------------- rule sets
+
+
+_RANK = {"reject": 0, "hold": 1, "warn": 2}
+
+
+class Judgement(NamedTuple):
+    """What one rule set makes of one recorded order."""
+
+    verdict: str | None  # accept | warn | hold | reject; None when it could not be judged
+    findings: dict[str, str]  # rule code → the most severe severity it reported
+    error: str | None = None
+
+    @property
+    def fails(self) -> bool:
+        return self.error is not None or self.verdict == "reject"
+
+    def label(self) -> str:
+        """``reject: COUPON_STACK_LIMIT``: the verdict and the rules that decided it."""
+        if self.verdict is None:
+            return f"error: {self.error}"
+        codes = sorted(code for code, severity in self.findings.items() if severity == self.verdict)
+        return self.verdict + (f": {', '.join(codes)}" if codes else "")
+
+    def brief(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": not self.fails}
+        if self.error is not None:
+            body["error"] = self.error
+        if self.verdict is not None:
+            body["verdict"] = self.verdict
+        if self.findings:
+            body["rules"] = sorted(self.findings)
+            body["findings"] = [{"rule": code, "severity": sev} for code, sev in sorted(self.findings.items())]
+        return body
+
+
+def recorded_orders_corpus(rows: Iterable[RecordedOrder]) -> list[CorpusItem]:
+    """The recorded orders and intercepts a rule set's dry run reads, as corpus items."""
+    return [CorpusItem(r.source, r.ref, r.platform_order_id, r.shop_id, r) for r in rows]
+
+
+def judge(ruleset: Ruleset | None, item: CorpusItem, runtime: Runtime) -> Judgement:
+    """What ``ruleset`` says of one recorded order (its stored canonical form, its shop as stored)."""
+    if ruleset is None:
+        return Judgement(None, {}, error="no published version")
+    rec: RecordedOrder = item.payload
+    try:
+        order = msgspec.convert(rec.canonical, CanonicalOrder)
+    except msgspec.ValidationError as exc:
+        return Judgement(None, {}, error=scrub_text(f"the recorded order cannot be read: {exc}"))
+    shop_id = rec.shop_id or order.shop_id or ""
+    shop = runtime.config.shops.get(shop_id)
+    if shop is None:
+        return Judgement(None, {}, error=f"shop {shop_id!r} is not configured")
+    ctx = RuleContext(shop_id=shop_id, target=shop.target, tables=runtime.tables.get(shop.target, {}))
+    try:
+        violations = ruleset.evaluate(order, ctx)
+    except (GatewayError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        return _judgement_failed(exc)
+    findings: dict[str, str] = {}
+    for v in violations:
+        if v.rule not in findings or _RANK[v.severity] < _RANK[findings[v.rule]]:
+            findings[v.rule] = v.severity
+    severities = set(findings.values())
+    verdict = next((s for s in ("reject", "hold", "warn") if s in severities), "accept")
+    return Judgement(verdict, findings)
+
+
+def _judgement_failed(exc: Exception) -> Judgement:
+    message = exc.message_en if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
+    return Judgement(None, {}, error=scrub_text(message))
+
+
+def compare_rulesets(
+    draft: Ruleset, published: Ruleset | None, corpus: Iterable[CorpusItem], runtime: Runtime
+) -> dict[str, Any]:
+    """Judge every recorded order by both rule sets; the summary: counts (as a dictionary's dry
+    run counts them: a rejected order *fails*), the verdict transitions (``reject → accept``), per
+    rule code how many orders it newly flags or stops flagging, and the orders that differ."""
+    counts = dict.fromkeys(("checked", "unchanged", "changed", "newly_failing", "newly_passing", "failing"), 0)
+    transitions: dict[str, int] = {}
+    by_rule: dict[str, dict[str, int]] = {}
+    listed: list[dict[str, Any]] = []
+    for item in corpus:
+        before, after = judge(published, item, runtime), judge(draft, item, runtime)
+        counts["checked"] += 1
+        same = (before.verdict, before.findings, before.error) == (after.verdict, after.findings, after.error)
+        if same:
+            counts["failing" if after.fails else "unchanged"] += 1
+            continue
+        # Failing either way but for other reasons (other rules reject it): listed as a change.
+        status = (
+            "newly_failing"
+            if after.fails and not before.fails
+            else "newly_passing"
+            if before.fails and not after.fails
+            else "changed"
+        )
+        counts[status] += 1
+        if before.verdict != after.verdict:
+            key = f"{before.verdict or 'error'} → {after.verdict or 'error'}"
+            transitions[key] = transitions.get(key, 0) + 1
+        added = sorted(set(after.findings) - set(before.findings))
+        removed = sorted(set(before.findings) - set(after.findings))
+        changes = []
+        if before.label() != after.label():
+            changes.append({"path": "(verdict)", "before": before.label(), "after": after.label()})
+        for code in sorted(set(before.findings) | set(after.findings)):
+            old, new = before.findings.get(code), after.findings.get(code)
+            if old != new:
+                changes.append({"path": f"rules.{code}", "before": old, "after": new})
+                tally = by_rule.setdefault(code, {"added": 0, "removed": 0, "severity_changed": 0})
+                tally["added" if old is None else "removed" if new is None else "severity_changed"] += 1
+        rec: RecordedOrder = item.payload
+        listed.append(
+            {
+                "status": status,
+                "source": item.source,
+                "ref": item.ref,
+                "order_id": item.platform_order_id,
+                "platform": rec.platform,
+                "shop_id": rec.shop_id,
+                "recorded": {"state": rec.recorded, "rules_version": rec.rules_version},
+                "before": before.brief(),
+                "after": after.brief(),
+                "rules_added": added,
+                "rules_removed": removed,
+                "changes": changes,
+            }
+        )
+    order = {"newly_failing": 0, "newly_passing": 1, "changed": 2}
+    listed.sort(key=lambda e: order[e["status"]])
+    return {
+        "counts": counts,
+        "verdicts": dict(sorted(transitions.items())),
+        "rules": dict(sorted(by_rule.items())),
+        "orders": listed[:MAX_LISTED_ORDERS],
+        "orders_not_listed": max(0, len(listed) - MAX_LISTED_ORDERS),
+    }
+
+
+def ruleset_samples(runtime: Runtime, folder: Path | None) -> list[CorpusItem]:
+    """The bundled order samples of every platform as the published dictionaries map them, with
+    the shop they resolve to: what a rule set's dry run reads besides the recorded orders."""
+    if folder is None:
+        return []
+    items = []
+    for platform, d in sorted(runtime.platform_dictionaries.items()):
+        for path in sample_files(folder / platform) if (folder / platform).is_dir() else []:
+            payload = _decoded(path)
+            try:
+                order = d.translate(payload)
+                shop_id = runtime.config.resolve_shop(platform, header=None, alias=d.shop_alias(payload))
+            except GatewayError:
+                continue
+            ref = f"{platform}/{path.name}"
+            rec = RecordedOrder(
+                source="sample",
+                ref=ref,
+                platform=platform,
+                shop_id=shop_id,
+                platform_order_id=order.order_id,
+                canonical=msgspec.to_builtins(msgspec.structs.replace(order, shop_id=shop_id)),
+                rules_version=None,
+                recorded="sample",
+            )
+            items.append(CorpusItem("sample", ref, order.order_id, shop_id, rec))
+    return items

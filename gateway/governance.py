@@ -1,4 +1,5 @@
-"""Dictionaries as governed data: every version in the database, and the one way a change goes live.
+"""Dictionaries and rule sets as governed data: every version in the database, and the one way a
+change goes live.
 
     bundled file ─(the name has no published version)──────► published      actor "seed"
     bundled file ─(its text differs from every stored one)─► draft          proposed by "files"
@@ -13,12 +14,20 @@ one transaction each: the old version superseded, the new one published, the pub
 generation moved on, an audit entry; a failure anywhere leaves the old version published. Every
 process watches the generation (``gateway.publication``) and switches within about a second.
 Each step is in the audit log with the people involved.
+
+Rule sets (``mappings/rules/*.toml``) are versions of kind ``ruleset`` in the same table, named by
+their ``[ruleset] name``, under the same states, the same publication generation and the same
+steps; their drafts are refused with ``RULESET_INVALID``, their dry run re-evaluates the recorded
+orders' verdicts (``gateway.dryrun.compare_rulesets``), and their audit entries are ``ruleset.*``.
+The configuration's parameter overrides (``[rules.params]``) apply on top of the configured rule set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import re
+import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,15 +35,27 @@ from typing import Any
 import msgspec
 
 from gateway.clock import Clock
-from gateway.dryrun import DEFAULT_LIMIT, CorpusItem, compare, sample_corpus, targets_using
+from gateway.dryrun import (
+    DEFAULT_LIMIT,
+    CorpusItem,
+    compare,
+    compare_rulesets,
+    recorded_orders_corpus,
+    ruleset_samples,
+    sample_corpus,
+    targets_using,
+)
 from gateway.errors import ConfigError, Conflict, Forbidden, NotFound, RequestError
 from gateway.mapping.dictionary import CompiledDictionary, compile_dictionary
 from gateway.ports import DictionaryState, DictionaryVersion, UnitOfWork, UnitOfWorkFactory
-from gateway.runtime import DictionaryFile, Runtime, dictionary_platform, with_dictionaries
+from gateway.rules.catalog import Ruleset, ruleset_from_text
+from gateway.runtime import DictionaryFile, RulesetFile, Runtime, dictionary_platform, with_dictionaries
 from schemas.order import PLATFORMS
 
 SEED_ACTOR = "seed"
 FILES_ACTOR = "files"
+RULESET_KIND = "ruleset"
+"""The ``kind`` of a rule set's versions (a dictionary's is order, refund or document)."""
 
 
 # ----------------------------------------------------------------------------- errors
@@ -45,6 +66,12 @@ class DictionaryInvalid(RequestError):
     status_code = 422
     message_zh = "字典无法编译"
     message_en = "The dictionary does not compile"
+
+
+class RulesetInvalid(DictionaryInvalid):
+    code = "RULESET_INVALID"
+    message_zh = "规则集无效"
+    message_en = "The rule set is invalid"
 
 
 class DictionaryUnchanged(Conflict):
@@ -106,6 +133,55 @@ def compiled(
 
 def _cache_of(runtime: Runtime) -> dict[str, CompiledDictionary]:
     return {d.digest: d for d in runtime.dictionaries()}
+
+
+_RULESET_HEADER = re.compile(r"^\s*\[\s*ruleset\b", re.MULTILINE)
+
+
+def is_ruleset_text(text: str) -> bool:
+    """Whether a proposed text is a rule set (a ``[ruleset]`` table) rather than a dictionary."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return _RULESET_HEADER.search(text) is not None and "[dictionary]" not in text
+    return "ruleset" in doc and "dictionary" not in doc
+
+
+def overrides_for(runtime: Runtime | None, name: str) -> dict[str, dict[str, Any]] | None:
+    """The configuration's parameter overrides when ``name`` is the configured rule set."""
+    if runtime is None or name != runtime.ruleset.name:
+        return None
+    return runtime.config.rules.params or None
+
+
+def check_ruleset(text: str, *, origin: str = "draft", runtime: Runtime | None = None) -> Ruleset:
+    """Compile a proposed rule set (with the configuration's overrides when it is the configured
+    one); ``RulesetInvalid`` (422) naming what is wrong: not TOML, a bad severity, an unknown key,
+    a rule code no check implements, an unknown platform, braces that do not pair."""
+    try:
+        name = str(tomllib.loads(text).get("ruleset", {}).get("name", ""))
+    except (tomllib.TOMLDecodeError, AttributeError):
+        name = ""
+    try:
+        r = ruleset_from_text(text, overrides_for(runtime, name), origin=origin)
+    except ConfigError as exc:
+        raise RulesetInvalid(
+            exc.message_en, exc.message_zh, hint="Fix the rule set and check it with `gateway mappings validate FILE`"
+        ) from None
+    for code, rule in r.rules.items():
+        wrong = [p for p in rule.platforms if p not in PLATFORMS]
+        if wrong:
+            raise RulesetInvalid(
+                f"{origin}: rules.{code}.platforms: unknown platform {wrong[0]!r}; one of {', '.join(PLATFORMS)}",
+                f"{origin}：rules.{code}.platforms：未知平台 {wrong[0]!r}",
+            )
+    return r
+
+
+def compiled_ruleset(version: DictionaryVersion, runtime: Runtime | None) -> Ruleset:
+    """The rule set of a stored version, with the configuration's overrides when it is the
+    configured one. Raises ``ConfigError`` when it does not compile here."""
+    return ruleset_from_text(version.text, overrides_for(runtime, version.name), origin=f"{version.name} #{version.id}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -212,8 +288,24 @@ def _iso(value: Any) -> str | None:
 # ----------------------------------------------------------------------------- seeding
 
 
-async def seed(uow_factory: UnitOfWorkFactory, files: Sequence[DictionaryFile], *, clock: Clock) -> list[str]:
-    """Bring the bundled files into the database; return what was done (``published taobao 1+…``).
+Bundled = DictionaryFile | RulesetFile
+
+
+def _identity(f: Bundled) -> tuple[str, str, str | None, str]:
+    """``(name, kind, platform, declared version)`` of a bundled file."""
+    c = f.compiled
+    if isinstance(c, Ruleset):
+        return c.name, RULESET_KIND, None, c.declared
+    return c.name, c.spec.dictionary.kind, dictionary_platform(c), c.spec.dictionary.version
+
+
+def _file_name(f: Bundled) -> str:
+    return f"{f.path.parent.name}/{f.path.name}"
+
+
+async def seed(uow_factory: UnitOfWorkFactory, files: Sequence[Bundled], *, clock: Clock) -> list[str]:
+    """Bring the bundled files (dictionaries and rule sets) into the database; return what was
+    done (``published taobao 1+…``).
 
     A name with no published version gets its file published (actor ``seed``); a file whose text
     differs from every stored version of its name becomes a draft proposed by ``files``, for IT
@@ -231,6 +323,7 @@ async def seed(uow_factory: UnitOfWorkFactory, files: Sequence[DictionaryFile], 
         plan = _seed_plan(stored, files)
         for f, publish in plan:
             d = f.compiled
+            name, kind, platform, declared = _identity(f)
             same = next((v for v in stored if v.name == d.name and v.digest == d.digest), None)
             if publish and same is not None:
                 await uow.dictionaries.update(
@@ -240,10 +333,10 @@ async def seed(uow_factory: UnitOfWorkFactory, files: Sequence[DictionaryFile], 
             else:
                 v = await uow.dictionaries.add(
                     DictionaryVersion(
-                        name=d.name,
-                        kind=d.spec.dictionary.kind,
-                        platform=dictionary_platform(d),
-                        version=d.spec.dictionary.version,
+                        name=name,
+                        kind=kind,
+                        platform=platform,
+                        version=declared,
                         digest=d.digest,
                         text=f.text,
                         state="published" if publish else "draft",
@@ -251,30 +344,37 @@ async def seed(uow_factory: UnitOfWorkFactory, files: Sequence[DictionaryFile], 
                         proposed_at=now,
                         published_by=SEED_ACTOR if publish else None,
                         published_at=now if publish else None,
-                        note=f"bundled file {f.path.parent.name}/{f.path.name}"
+                        note=f"bundled file {_file_name(f)}"
                         + ("" if publish else ": differs from every stored version"),
                     )
                 )
-            await _audit(
-                uow,
-                SEED_ACTOR if publish else FILES_ACTOR,
-                "dictionary.seeded" if publish else "dictionary.proposed",
-                v,
-                {"file": f"{f.path.parent.name}/{f.path.name}"},
-            )
-            done.append(f"{'published' if publish else 'proposed'} {v.name} {v.mapping_version} (#{v.id})")
+            actor = SEED_ACTOR if publish else FILES_ACTOR
+            await _audit(uow, actor, "seeded" if publish else "proposed", v, {"file": _file_name(f)})
+            what = "rule set " if kind == RULESET_KIND else ""
+            done.append(f"{'published' if publish else 'proposed'} {what}{v.name} {v.mapping_version} (#{v.id})")
         if any(publish for _, publish in plan):
             await uow.dictionaries.set_generation(generation + 1, by=SEED_ACTOR, now=now)
         await uow.commit()
     return done
 
 
-def _seed_plan(
-    stored: Sequence[DictionaryVersion], files: Iterable[DictionaryFile]
-) -> list[tuple[DictionaryFile, bool]]:
-    """``(file, publish?)`` for each file that needs something: published, or proposed as a draft."""
-    plan = []
+def _seed_plan(stored: Sequence[DictionaryVersion], files: Iterable[Bundled]) -> list[tuple[Bundled, bool]]:
+    """``(file, publish?)`` for each file that needs something: published, or proposed as a draft.
+
+    Raises:
+        ConfigError: a rule set and a dictionary share a name (they share one namespace).
+    """
+    plan: list[tuple[Bundled, bool]] = []
+    kinds: dict[str, str] = {v.name: v.kind for v in stored}
     for f in files:
+        name, kind, _, _ = _identity(f)
+        other = kinds.setdefault(name, kind)
+        if (other == RULESET_KIND) != (kind == RULESET_KIND):
+            raise ConfigError(
+                f"{_file_name(f)}: the name {name!r} is taken by a {other} version; "
+                "rule sets and dictionaries need different names",
+                f"{_file_name(f)}：名称 {name!r} 已被 {other} 版本占用；规则集与字典须使用不同名称",
+            )
         mine = [v for v in stored if v.name == f.compiled.name]
         if not any(v.state == "published" for v in mine):
             plan.append((f, True))
@@ -294,22 +394,31 @@ async def propose(
     clock: Clock,
     note: str | None = None,
     base: Path | None = None,
+    runtime: Runtime | None = None,
 ) -> DictionaryVersion:
-    """Store a new draft. Raises ``DictionaryInvalid`` (does not compile, or does not fit the
-    dictionary it is a version of) and ``DictionaryUnchanged`` (the same text is stored already).
-    ``base``: the configured mappings folder (``config.mappings_path()``)."""
-    d = check_text(text, base=base)
-    kind, platform = d.spec.dictionary.kind, dictionary_platform(d)
+    """Store a new draft of a dictionary or a rule set (a ``[ruleset]`` text). Raises
+    ``DictionaryInvalid`` / ``RulesetInvalid`` (does not compile, or does not fit the dictionary or
+    rule set it is a version of) and ``DictionaryUnchanged`` (the same text is stored already).
+    ``base``: the configured mappings folder (``config.mappings_path()``; default: ``runtime``'s);
+    ``runtime``: whose configuration's rule parameters a draft of the configured rule set must take."""
+    if base is None and runtime is not None:
+        base = runtime.config.mappings_path()
+    d: CompiledDictionary | Ruleset
+    if is_ruleset_text(text):
+        d = check_ruleset(text, runtime=runtime)
+        kind, platform, declared, invalid = RULESET_KIND, None, d.declared, RulesetInvalid
+    else:
+        d = check_text(text, base=base)
+        kind, platform = d.spec.dictionary.kind, dictionary_platform(d)
+        declared, invalid = d.spec.dictionary.version, DictionaryInvalid
     async with uow_factory() as uow:
         await uow.dictionaries.lock()
         stored = await uow.dictionaries.list()
         mine = [v for v in stored if v.name == d.name]
         if mine and (mine[0].kind, mine[0].platform) != (kind, platform):
-            raise DictionaryInvalid(
-                f"{d.name} is a {mine[0].kind} dictionary for {mine[0].platform or 'ERP documents'}; "
-                f"this text declares a {kind} dictionary for {platform or 'ERP documents'}",
-                f"{d.name} 是 {mine[0].platform or 'ERP 单据'} 的 {mine[0].kind} 字典；"
-                f"此文本声明的是 {platform or 'ERP 单据'} 的 {kind} 字典",
+            raise invalid(
+                f"{d.name} is {_what(mine[0].kind, mine[0].platform)}; this text declares {_what(kind, platform)}",
+                f"{d.name} 是{_what_zh(mine[0].kind, mine[0].platform)}；此文本声明的是{_what_zh(kind, platform)}",
             )
         if platform is not None:
             others = (v.name for v in stored if (v.kind, v.platform) == (kind, platform) and v.name != d.name)
@@ -333,7 +442,7 @@ async def propose(
                 name=d.name,
                 kind=kind,
                 platform=platform,
-                version=d.spec.dictionary.version,
+                version=declared,
                 digest=d.digest,
                 text=text,
                 state="draft",
@@ -342,9 +451,21 @@ async def propose(
                 note=note,
             )
         )
-        await _audit(uow, actor, "dictionary.proposed", v, {"note": note})
+        await _audit(uow, actor, "proposed", v, {"note": note})
         await uow.commit()
     return v
+
+
+def _what(kind: str, platform: str | None) -> str:
+    if kind == RULESET_KIND:
+        return "a rule set"
+    return f"the {kind} dictionary of {platform or 'ERP documents'}"
+
+
+def _what_zh(kind: str, platform: str | None) -> str:
+    if kind == RULESET_KIND:
+        return "规则集"
+    return f" {platform or 'ERP 单据'} 的 {kind} 字典"
 
 
 # ----------------------------------------------------------------------------- the dry run
@@ -361,12 +482,15 @@ async def dry_run(
     limit: int = DEFAULT_LIMIT,
 ) -> DictionaryVersion:
     """Run a draft and the published version of its name over the recorded payloads and the
-    samples; store the summary with the draft (and the version it compared against)."""
+    samples (a rule set: over the recorded orders and intercepts, and the samples as the published
+    dictionaries map them); store the summary with the draft (and the version it compared against)."""
     async with uow_factory(write=False) as uow:
         v = await _get(uow, version_id)
         _expect(v, ("draft",), "dry-run")
         current = _published(await uow.dictionaries.published(), v.name)
-        if v.kind == "document":
+        if v.kind == RULESET_KIND:
+            recorded = recorded_orders_corpus(await uow.dictionaries.recorded_verdicts(limit=limit))
+        elif v.kind == "document":
             orders = await uow.dictionaries.recorded_orders(targets_using(runtime, v.name), limit=limit)
             recorded = [CorpusItem("order", o.id, o.platform_order_id, o.shop_id, o) for o in orders]
         else:
@@ -376,15 +500,30 @@ async def dry_run(
                 for r in rows
                 if (payload := _decode(r.body)) is not None
             ]
-    cache, base = _cache_of(runtime), runtime.config.mappings_path()
-    draft = compiled(v, cache, base=base)
-    published = compiled(current, cache, base=base) if current is not None else None
-    from_samples = sample_corpus(draft, published, runtime, samples)
+    summary: dict[str, Any]
     # CPU work of up to a few hundred milliseconds: off the event loop, which serves intake.
-    summary = await asyncio.to_thread(compare, draft, published, [*recorded, *from_samples], runtime)
+    if v.kind == RULESET_KIND:
+        try:
+            rules_draft = compiled_ruleset(v, runtime)
+            rules_published = compiled_ruleset(current, runtime) if current is not None else None
+        except ConfigError as exc:  # e.g. the configuration overrides a rule the draft lacks
+            raise RulesetInvalid(exc.message_en, exc.message_zh) from None
+        from_samples = ruleset_samples(runtime, samples)
+        corpus = [*recorded, *from_samples]
+        summary = await asyncio.to_thread(compare_rulesets, rules_draft, rules_published, corpus, runtime)
+        overridden = overrides_for(runtime, v.name)
+        if overridden:
+            summary["config_overrides"] = overridden
+    else:
+        cache, base = _cache_of(runtime), runtime.config.mappings_path()
+        draft = compiled(v, cache, base=base)
+        published = compiled(current, cache, base=base) if current is not None else None
+        from_samples = sample_corpus(draft, published, runtime, samples)
+        summary = await asyncio.to_thread(compare, draft, published, [*recorded, *from_samples], runtime)
     summary = {
         "at": clock.now().isoformat(),
         "by": actor,
+        "kind": v.kind,
         "dictionary": v.name,
         "draft": {"id": v.id, "version": v.mapping_version},
         "against": {"id": current.id, "version": current.mapping_version} if current else None,
@@ -399,7 +538,7 @@ async def dry_run(
                 f"version #{version_id} stopped being a draft during the dry run",
                 f"试运行期间版本 #{version_id} 已不再是草稿",
             )
-        await _audit(uow, actor, "dictionary.dry_run", v, {"against": summary["against"], "counts": summary["counts"]})
+        await _audit(uow, actor, "dry_run", v, {"against": summary["against"], "counts": summary["counts"]})
         await uow.commit()
     return msgspec.structs.replace(v, dry_run=summary, has_dry_run=True, base_id=current.id if current else None)
 
@@ -437,7 +576,7 @@ async def approve(
         await uow.dictionaries.update(v.id or 0, expect="draft", state="approved", approved_by=actor, approved_at=now)
         v = msgspec.structs.replace(v, state="approved", approved_by=actor, approved_at=now)
         counts = (v.dry_run or {}).get("counts")
-        await _audit(uow, actor, "dictionary.approved", v, {"dry_run": counts, "note": note})
+        await _audit(uow, actor, "approved", v, {"dry_run": counts, "note": note})
         await uow.commit()
     return v
 
@@ -453,7 +592,7 @@ async def reject(
         now = clock.now()
         await uow.dictionaries.update(v.id or 0, expect=v.state, state="rejected", rejected_by=actor, rejected_at=now)
         v = msgspec.structs.replace(v, state="rejected", rejected_by=actor, rejected_at=now)
-        await _audit(uow, actor, "dictionary.rejected", v, {"note": note})
+        await _audit(uow, actor, "rejected", v, {"note": note})
         await uow.commit()
     return v
 
@@ -547,7 +686,7 @@ async def _publish(
         result = await _switch(uow, v, current, published, actor=actor, runtime=runtime, now=now)
         await uow.dictionaries.set_generation(generation + 1, by=actor, now=now)
         extra = {"previous": _ref(current), "generation": generation + 1, "note": note}
-        await _audit(uow, actor, "dictionary.rolled_back" if again else "dictionary.published", result, extra)
+        await _audit(uow, actor, "rolled_back" if again else "published", result, extra)
         await uow.commit()
     return Publication(version=result, previous=current, generation=generation + 1)
 
@@ -563,13 +702,20 @@ async def _switch(
     now: Any,
 ) -> DictionaryVersion:
     """Supersede ``current`` and publish ``v``, after checking that the dictionaries published
-    then still make a Runtime (every target's ERP dictionary, one dictionary per platform)."""
-    cache, base = _cache_of(runtime), runtime.config.mappings_path()
-    try:
-        others = [compiled(p, cache, base=base) for p in published if p.name != v.name]
-        with_dictionaries(runtime, [*others, compiled(v, cache, base=base)])
-    except ConfigError as exc:
-        raise DictionaryInvalid(exc.message_en, exc.message_zh) from None
+    then still make a Runtime (every target's ERP dictionary, one dictionary per platform), or
+    that the rule set compiles here (with the configuration's parameter overrides)."""
+    if v.kind == RULESET_KIND:
+        try:
+            compiled_ruleset(v, runtime)
+        except ConfigError as exc:
+            raise RulesetInvalid(exc.message_en, exc.message_zh) from None
+    else:
+        cache, base = _cache_of(runtime), runtime.config.mappings_path()
+        try:
+            others = [compiled(p, cache, base=base) for p in published if p.name != v.name and p.kind != RULESET_KIND]
+            with_dictionaries(runtime, [*others, compiled(v, cache, base=base)])
+        except ConfigError as exc:
+            raise DictionaryInvalid(exc.message_en, exc.message_zh) from None
     if current is not None:
         await uow.dictionaries.update(current.id or 0, expect="published", state="superseded", superseded_at=now)
     if not await uow.dictionaries.update(
@@ -610,7 +756,10 @@ def _ref(v: DictionaryVersion | None) -> dict[str, Any] | None:
     return {"id": v.id, "version": v.mapping_version} if v is not None else None
 
 
-async def _audit(uow: UnitOfWork, actor: str, action: str, v: DictionaryVersion, extra: dict[str, Any]) -> None:
+async def _audit(uow: UnitOfWork, actor: str, step: str, v: DictionaryVersion, extra: dict[str, Any]) -> None:
+    """One audit entry: ``dictionary.<step>`` on a ``dictionary_version``, or ``ruleset.<step>`` on
+    a ``ruleset_version``."""
+    prefix = "ruleset" if v.kind == RULESET_KIND else "dictionary"
     data = {
         "name": v.name,
         "kind": v.kind,
@@ -623,5 +772,5 @@ async def _audit(uow: UnitOfWork, actor: str, action: str, v: DictionaryVersion,
     } | extra
     data = {k: val for k, val in data.items() if val is not None}
     await uow.audit.append(
-        actor=actor, action=action, subject_type="dictionary_version", subject_id=str(v.id), data=data
+        actor=actor, action=f"{prefix}.{step}", subject_type=f"{prefix}_version", subject_id=str(v.id), data=data
     )

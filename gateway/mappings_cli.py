@@ -1,7 +1,8 @@
-"""``gateway mappings …``: check dictionaries before they meet real orders (``validate``, ``test``,
-``diff``), and govern the versions in the database from the shell (``versions``, ``show``,
-``draft``, ``dry-run``, ``approve``, ``reject``, ``publish``, ``rollback``; ``gateway.governance``).
-The governance commands take the database and the Runtime from the caller (``gateway.cli``)."""
+"""``gateway mappings …``: check dictionaries and rule sets before they meet real orders
+(``validate``, ``test``, ``diff``), and govern the versions in the database from the shell
+(``versions``, ``show``, ``draft``, ``dry-run``, ``approve``, ``reject``, ``publish``, ``rollback``;
+``gateway.governance``): a rule-set file (``[ruleset]``, ``mappings/rules/``) goes the same way as a
+dictionary. The governance commands take the database and the Runtime from the caller (``gateway.cli``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gateway.dryrun import changed_paths, flatten, sample_files, samples_folder
 from gateway.errors import GatewayError
 from gateway.mapping.dictionary import CompiledDictionary, load_dictionary
 from gateway.ports import UnitOfWorkFactory
+from gateway.rules.catalog import ruleset_from_text
 from gateway.runtime import Runtime
 
 console = Console(stderr=False)
@@ -42,7 +44,8 @@ def _default_samples() -> Path | None:
 
 def validate(path: Path | None) -> int:
     if path is None:
-        files = [f for sub in ("platforms", "refunds", "erp") for f in sorted((_bundled() / sub).glob("*.toml"))]
+        folders = ("platforms", "refunds", "erp", "rules")
+        files = [f for sub in folders for f in sorted((_bundled() / sub).glob("*.toml"))]
     elif path.is_dir():
         files = sorted(path.rglob("*.toml"))
     else:
@@ -50,12 +53,22 @@ def validate(path: Path | None) -> int:
     failures = 0
     for f in files:
         try:
-            d = load_dictionary(f)
+            text = f.read_text(encoding="utf-8")
+            if gov.is_ruleset_text(text):
+                r = ruleset_from_text(text, origin=str(f))
+                what = f"rule set {r.name} {r.declared}+{r.digest[:12]} ({len(r.rules)} rules)"
+            else:
+                d = load_dictionary(f)
+                what = f"{d.name} {d.version}"
         except GatewayError as exc:
             failures += 1
             console.print(f"[red]FAIL[/red] {f}: {exc.message_en}")
             continue
-        console.print(f"[green]ok[/green]   {f}  {d.name} {d.version}")
+        except (OSError, UnicodeDecodeError) as exc:
+            failures += 1
+            console.print(f"[red]FAIL[/red] {f}: {exc}")
+            continue
+        console.print(f"[green]ok[/green]   {f}  {what}")
     console.print(f"{len(files) - failures} valid, {failures} invalid")
     return 1 if failures else 0
 
@@ -215,7 +228,9 @@ async def draft_text(
     uow_factory: UnitOfWorkFactory, runtime: Runtime, text: str, *, by: str | None, note: str | None
 ) -> int:
     base = runtime.config.mappings_path()
-    v = await gov.propose(uow_factory, text, actor=actor_of(by), clock=SystemClock(), note=note, base=base)
+    v = await gov.propose(
+        uow_factory, text, actor=actor_of(by), clock=SystemClock(), note=note, base=base, runtime=runtime
+    )
     console.print(f"draft [bold]#{v.id}[/bold] {v.name} {v.mapping_version} proposed by {v.proposed_by}")
     console.print(f"  [bold]next:[/bold] gateway mappings dry-run {v.id}")
     return 0
@@ -249,6 +264,11 @@ def print_dry_run(summary: dict[str, Any], *, brief: bool = False) -> None:
         f"[green]{c.get('newly_passing', 0)} newly passing[/], {c.get('unchanged', 0)} unchanged, "
         f"{c.get('failing', 0)} failing either way"
     )
+    if summary.get("verdicts"):
+        moves = ", ".join(f"{k}: {n}" for k, n in summary["verdicts"].items())
+        console.print(f"verdicts: {moves}")
+    if summary.get("config_overrides"):
+        console.print(f"[yellow]the configuration overrides[/] {summary['config_overrides']} (it wins over the text)")
     if brief:
         return
     for order in summary.get("orders", []):

@@ -1,4 +1,5 @@
-"""Every process on the published dictionaries: ``gateway serve`` replicas and ``gateway worker``s.
+"""Every process on the published dictionaries and rule set: ``gateway serve`` replicas and
+``gateway worker``s.
 
 A publish or rollback moves the publication generation (one row, ``dictionary_publication``) in
 its own transaction. Each process reads that one number every ``interval_s`` (a second by
@@ -7,7 +8,8 @@ has not compiled before (off the event loop), builds a new ``Runtime`` and swaps
 every process uses a newly published version within about ``interval_s`` plus a compile (tens of
 milliseconds per dictionary) of its commit; the process that published switches at once. A
 request or a delivery already running finishes with the Runtime it started with, and each order
-records the version that mapped it.
+records the versions that mapped and judged it. The rule set in the Runtime is the published
+version of the configured one (``[rules] ruleset``), with the configuration's parameter overrides.
 
 If the published set does not build here (a process of an older release that cannot compile a
 newer text), the process logs it once per generation and keeps its Runtime; it tries again at the
@@ -21,11 +23,12 @@ import contextlib
 from collections.abc import Callable
 
 from gateway.errors import ConfigError
-from gateway.governance import compiled, load_published
+from gateway.governance import RULESET_KIND, compiled, compiled_ruleset, load_published
 from gateway.logging import get_logger
 from gateway.mapping.dictionary import CompiledDictionary
-from gateway.ports import UnitOfWorkFactory
-from gateway.runtime import Runtime, with_dictionaries
+from gateway.ports import DictionaryVersion, UnitOfWorkFactory
+from gateway.rules.catalog import Ruleset
+from gateway.runtime import Runtime, build_runtime
 
 log = get_logger("gateway.publication")
 
@@ -45,7 +48,8 @@ class DictionaryWatcher:
         interval_s: float = POLL_INTERVAL_S,
     ) -> None:
         self.uow_factory = uow_factory
-        self.runtime = runtime  # the rule set and value tables come from here; the dictionaries are replaced
+        self.runtime = runtime  # the value tables come from here; the dictionaries and the rule set are replaced
+        self.ruleset_name = runtime.ruleset.name  # the configured rule set's ``[ruleset] name``
         self.on_change = on_change
         self.interval_s = interval_s
         self.generation = -1  # loaded; -1: nothing loaded from the database yet
@@ -68,23 +72,40 @@ class DictionaryWatcher:
             return await self._load()
 
     async def _load(self) -> Runtime:
-        generation, versions = await load_published(self.uow_factory)
+        generation, published = await load_published(self.uow_factory)
+        versions = [v for v in published if v.kind != RULESET_KIND]
         base = self.runtime.config.mappings_path()  # where the value tables dictionaries declare are
         missing = [v for v in versions if v.digest not in self._cache]
         if missing:
             # Compiling is CPU work of some milliseconds per dictionary: off the event loop.
             await asyncio.to_thread(lambda: [compiled(v, self._cache, base=base) for v in missing])
-        runtime = with_dictionaries(self.runtime, [compiled(v, self._cache, base=base) for v in versions])
+        mine = (v for v in published if v.kind == RULESET_KIND and v.name == self.ruleset_name)
+        ruleset = self._ruleset(next(mine, None))
+        runtime = build_runtime(
+            self.runtime.config,
+            [compiled(v, self._cache, base=base) for v in versions],
+            ruleset=ruleset,
+            tables=self.runtime.tables,
+        )
         previous, self.runtime, self.generation = self.generation, runtime, generation
         if previous != -1:
             log.info(
                 "published dictionaries switched",
                 generation=generation,
                 versions={v.name: v.mapping_version for v in versions},
+                rules_version=ruleset.version,
             )
         if self.on_change is not None:
             self.on_change(runtime)
         return runtime
+
+    def _ruleset(self, version: DictionaryVersion | None) -> Ruleset:
+        """The configured rule set as published (the one in use when nothing is published of it)."""
+        if version is None:
+            return self.runtime.ruleset
+        if version.digest == self.runtime.ruleset.digest:
+            return self.runtime.ruleset  # compiled with the same text and the same configuration
+        return compiled_ruleset(version, self.runtime)
 
     async def check(self) -> bool:
         """Read the generation; when it moved, load and switch. True when this call switched."""

@@ -1,10 +1,11 @@
 """What translation and rules need at run time: the configuration, the compiled platform, refund and
 ERP dictionaries, the rule set and each target's value tables.
 
-A ``Runtime`` is frozen. The dictionaries in it are the *published* versions in the database
-(``gateway.governance``); when another version is published, each process builds a new Runtime
-and swaps it in whole (``gateway.publication``), so a request or a delivery never sees half of a
-change. ``load_runtime`` compiles the bundled files instead: the seed of a new database, and tests.
+A ``Runtime`` is frozen. The dictionaries and the configured rule set in it are the *published*
+versions in the database (``gateway.governance``); when another version is published, each process
+builds a new Runtime and swaps it in whole (``gateway.publication``), so a request or a delivery
+never sees half of a change. ``load_runtime`` compiles the bundled files instead: the seed of a new
+database, and tests.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 from gateway.config import GatewayConfig, load_value_tables
 from gateway.errors import ConfigError
 from gateway.mapping.dictionary import CompiledDictionary, compile_dictionary
-from gateway.rules.catalog import Ruleset, load_ruleset
+from gateway.rules.catalog import Ruleset, load_ruleset, ruleset_from_text
 from schemas.order import PLATFORMS
 
 DICTIONARY_FOLDERS = ("platforms", "refunds", "erp")
-"""The folders of ``mappings/`` that hold dictionaries (the value tables and rules are not versioned)."""
+"""The folders of ``mappings/`` that hold dictionaries (the value tables are not versioned)."""
+RULES_FOLDER = "rules"
+"""The folder of ``mappings/`` that holds the rule sets (governed like the dictionaries)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,35 @@ def bundled_dictionaries(config: GatewayConfig) -> list[DictionaryFile]:
         for path in sorted((base / folder).glob("*.toml")):
             text = path.read_text(encoding="utf-8")
             out.append(DictionaryFile(path, text, compile_dictionary(text, origin=str(path), base=base)))
+    return out
+
+
+@dataclass(frozen=True)
+class RulesetFile:
+    """A bundled rule-set file, compiled without the configuration's parameter overrides."""
+
+    path: Path
+    text: str
+    compiled: Ruleset
+
+
+def bundled_rulesets(config: GatewayConfig) -> list[RulesetFile]:
+    """Compile every rule-set file under ``mappings/rules/``.
+
+    Raises:
+        ConfigError: a file does not compile, or two files declare one ``[ruleset] name``.
+    """
+    out: list[RulesetFile] = []
+    for path in sorted((config.mappings_path() / RULES_FOLDER).glob("*.toml")):
+        text = path.read_text(encoding="utf-8")
+        r = ruleset_from_text(text, origin=str(path))
+        twin = next((f for f in out if f.compiled.name == r.name), None)
+        if twin is not None:
+            raise ConfigError(
+                f"{path} and {twin.path} both declare the rule set {r.name!r}",
+                f"{path} 与 {twin.path} 声明了同名规则集 {r.name!r}",
+            )
+        out.append(RulesetFile(path, text, r))
     return out
 
 

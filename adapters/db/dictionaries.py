@@ -24,7 +24,7 @@ from adapters.db.tables import (
     raw_payloads,
     refunds,
 )
-from gateway.ports import DictionaryState, DictionaryVersion, OrderRecord, RecordedPayload
+from gateway.ports import DictionaryState, DictionaryVersion, OrderRecord, RecordedOrder, RecordedPayload
 
 dv = dictionary_versions
 _LISTED = [c for c in dv.c if c.name not in ("text", "dry_run")]
@@ -59,6 +59,22 @@ _ORDERS = _Source("order", _newest(orders, orders.c.id, orders.c.shop_id, orders
 _i = intercepts.c
 _INTERCEPTS = _Source("intercept", _newest(intercepts, _i.id, _i.shop_id, _i.created_at, _i.order_id.is_(None)))
 _REFUNDS = _Source("refund", _newest(refunds, refunds.c.refund_id, null(), refunds.c.updated_at))
+
+# A rule set's dry run: every platform's newest orders (the stored canonical order) and rejected
+# orders' intercepts (the masked snapshot); a held order is read as an order.
+_o = orders.c
+_VERDICT_ORDERS = (
+    select(_o.id, _o.platform, _o.shop_id, _o.platform_order_id, _o.canonical, _o.rules_version, _o.state)
+    .add_columns(_o.updated_at)
+    .order_by(_o.seq.desc())
+    .limit(bindparam("limit"))
+)
+_VERDICT_INTERCEPTS = (
+    select(_i.id, _i.platform, _i.shop_id, _i.platform_order_id, _i.snapshot, _i.rules_version, _i.created_at)
+    .where(_i.order_id.is_(None))
+    .order_by(_i.seq.desc())
+    .limit(bindparam("limit"))
+)
 
 
 def _version(row: Any, *, full: bool) -> DictionaryVersion:
@@ -140,6 +156,35 @@ class SqlDictionaryVersions:
     async def _hits(self, source: _Source, platform: str, limit: int) -> list[_Hit]:
         rows = await self._conn.execute(source.stmt, {"platform": platform, "limit": limit})
         return [_Hit(source.name, *row) for row in rows]
+
+    async def recorded_verdicts(self, *, limit: int) -> list[RecordedOrder]:
+        hits: list[tuple[datetime, RecordedOrder]] = []
+        for row in await self._conn.execute(_VERDICT_ORDERS, {"limit": limit}):
+            order = RecordedOrder(
+                source="order",
+                ref=row.id,
+                platform=row.platform,
+                shop_id=row.shop_id,
+                platform_order_id=row.platform_order_id,
+                canonical=row.canonical,
+                rules_version=row.rules_version,
+                recorded=row.state,
+            )
+            hits.append((row.updated_at, order))
+        for row in await self._conn.execute(_VERDICT_INTERCEPTS, {"limit": limit}):
+            intercept = RecordedOrder(
+                source="intercept",
+                ref=row.id,
+                platform=row.platform,
+                shop_id=row.shop_id,
+                platform_order_id=row.platform_order_id,
+                canonical=row.snapshot,
+                rules_version=row.rules_version,
+                recorded="intercepted",
+            )
+            hits.append((row.created_at, intercept))
+        hits.sort(key=lambda h: h[0], reverse=True)
+        return [h[1] for h in hits[:limit]]
 
     async def recorded_orders(self, targets: Sequence[str], *, limit: int) -> list[OrderRecord]:
         if not targets:

@@ -1,6 +1,7 @@
-"""Dictionary governance for IT (role ``it``, and ``admin``): versions, drafts, dry runs, approval,
-publishing and rollback (``gateway.governance``). Every change names the caller's API key in the
-audit log; the proposer of a version cannot approve it.
+"""Dictionary and rule-set governance for IT (role ``it``, and ``admin``): versions, drafts, dry
+runs, approval, publishing and rollback (``gateway.governance``); a rule set's text (``[ruleset]``)
+goes the same way as a dictionary's. Every change names the caller's API key in the audit log; the
+proposer of a version cannot approve it. ``GET /v1/rules``: the published rule catalog.
 
 The single-payload ``POST /v1/mappings/{platform}/dry-run`` lives with the orders (``orders.py``).
 """
@@ -17,11 +18,12 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from gateway import field_review
 from gateway import governance as gov
 from gateway.app.security import caller_of, requires
-from gateway.dryrun import DEFAULT_LIMIT, compare, sample_corpus, samples_folder
-from gateway.errors import NotFound, PayloadInvalid
+from gateway.dryrun import DEFAULT_LIMIT, compare, compare_rulesets, ruleset_samples, sample_corpus, samples_folder
+from gateway.errors import ConfigError, NotFound, PayloadInvalid
 from gateway.ports import DictionaryVersion
 
 _STATES = ("draft", "approved", "published", "superseded", "rejected")
+_KINDS = ("order", "refund", "document", gov.RULESET_KIND)
 
 
 class DraftRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,6 +79,7 @@ class MappingsController(Controller):
         async with c.uow_factory(write=False) as uow:
             versions = await uow.dictionaries.list()
         in_use = {d.name: d.version for d in c.runtime.dictionaries()}
+        in_use[c.runtime.ruleset.name] = c.runtime.ruleset.version
         by_name: dict[str, list[DictionaryVersion]] = {}
         for v in versions:
             by_name.setdefault(v.name, []).append(v)
@@ -103,15 +106,19 @@ class MappingsController(Controller):
         name: FromQuery[str | None] = None,
         # ``state`` is Litestar's reserved name for the app state: the query parameter is renamed.
         in_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        kind: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
-        """Versions, newest first, by ``name`` and ``state``; without their texts."""
+        """Versions, newest first, by ``name``, ``state`` and ``kind`` (``ruleset`` for the rule
+        sets); without their texts."""
         state = in_state
         if state is not None and state not in _STATES:
             raise PayloadInvalid(f"state must be one of {', '.join(_STATES)}", f"state 须为 {'、'.join(_STATES)} 之一")
+        if kind is not None and kind not in _KINDS:
+            raise PayloadInvalid(f"kind must be one of {', '.join(_KINDS)}", f"kind 须为 {'、'.join(_KINDS)} 之一")
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
             versions = await uow.dictionaries.list(name=name, state=state)
-        return {"items": [gov.describe(v) for v in versions]}
+        return {"items": [gov.describe(v) for v in versions if kind is None or v.kind == kind]}
 
     @get("/versions/{version_id:int}")
     async def show(self, request: Request, version_id: FromPath[int]) -> dict[str, Any]:
@@ -121,9 +128,24 @@ class MappingsController(Controller):
 
     @post("/validate", status_code=200)
     async def validate(self, request: Request) -> dict[str, Any]:
-        """Compile a dictionary without storing it: 200 with what it is, or 422 ``DICTIONARY_INVALID``."""
-        base = request.app.state.container.config.mappings_path()
-        d = gov.check_text((await _draft(request)).text, base=base)
+        """Compile a dictionary or a rule set without storing it: 200 with what it is, or 422
+        ``DICTIONARY_INVALID`` / ``RULESET_INVALID``."""
+        c = request.app.state.container
+        text = (await _draft(request)).text
+        if gov.is_ruleset_text(text):
+            r = gov.check_ruleset(text, runtime=c.runtime)
+            return {
+                "ok": True,
+                "name": r.name,
+                "kind": gov.RULESET_KIND,
+                "platform": None,
+                "version": r.declared,
+                "mapping_version": f"{r.declared}+{r.digest[:12]}",
+                "rules_version": r.version,
+                "digest": r.digest,
+                "rules": sorted(r.rules),
+            }
+        d = gov.check_text(text, base=c.config.mappings_path())
         return {
             "ok": True,
             "name": d.name,
@@ -146,6 +168,7 @@ class MappingsController(Controller):
             clock=c.clock,
             note=body.note,
             base=c.config.mappings_path(),
+            runtime=c.runtime,
         )
         return gov.describe(v) | {"next": f"POST /v1/mappings/versions/{v.id}/dry-run"}
 
@@ -228,7 +251,14 @@ class MappingsController(Controller):
         c = request.app.state.container
         va, vb = await gov.get_version(c.uow_factory, a), await gov.get_version(c.uow_factory, b)
         body: dict[str, Any] = {"a": gov.describe(va), "b": gov.describe(vb), "text_diff": gov.text_diff(va, vb)}
-        if va.name == vb.name:
+        if va.name == vb.name and va.kind == gov.RULESET_KIND:
+            try:
+                ra, rb = gov.compiled_ruleset(va, c.runtime), gov.compiled_ruleset(vb, c.runtime)
+            except ConfigError as exc:
+                raise gov.RulesetInvalid(exc.message_en, exc.message_zh) from None
+            corpus = ruleset_samples(c.runtime, samples_folder(c.config))
+            body["samples"] = await asyncio.to_thread(compare_rulesets, rb, ra, corpus, c.runtime)
+        elif va.name == vb.name:
             cache: dict[str, Any] = {}
             base = c.config.mappings_path()
             da, db = gov.compiled(va, cache, base=base), gov.compiled(vb, cache, base=base)
@@ -273,3 +303,43 @@ class MappingsController(Controller):
         """Keep the field unmapped and stop suggesting it."""
         c = request.app.state.container
         return await field_review.dismiss(c.uow_factory, field_id, actor=caller_of(request).actor, clock=c.clock)
+
+
+class RulesController(Controller):
+    """The rule catalog in force: the published version of a rule set (default: the configured one,
+    with the configuration's parameter overrides applied)."""
+
+    path = "/v1/rules"
+    tags = ["rules"]
+    guards = [requires("it", "auditor")]
+
+    @get("")
+    async def catalog(self, request: Request, name: FromQuery[str | None] = None) -> dict[str, Any]:
+        """Every rule of the published rule set: code, severity, params, messages, platforms,
+        shops, enabled; with the version orders and intercepts record (``rules_version``)."""
+        c = request.app.state.container
+        name = name or c.runtime.ruleset.name
+        async with c.uow_factory(write=False) as uow:
+            published = next(
+                (v for v in await uow.dictionaries.published() if v.name == name and v.kind == gov.RULESET_KIND), None
+            )
+        if published is None:
+            raise NotFound(
+                f"no rule set named {name!r} is published",
+                f"没有已发布的规则集 {name!r}",
+                hint="List the rule sets with GET /v1/mappings/versions?kind=ruleset",
+            )
+        try:
+            r = gov.compiled_ruleset(published, c.runtime)
+        except ConfigError as exc:
+            raise gov.RulesetInvalid(exc.message_en, exc.message_zh) from None
+        configured = name == c.runtime.ruleset.name
+        return {
+            "ruleset": r.name,
+            "rules_version": r.version,
+            "configured": configured,
+            "in_use_here": c.runtime.ruleset.version if configured else None,
+            "config_overrides": gov.overrides_for(c.runtime, name) or {},
+            "published": gov.describe(published),
+            "rules": r.catalog(),
+        }

@@ -1,10 +1,12 @@
 """The rule catalog: stable codes, severities, parameters and bilingual messages, loaded from a
-rule-set TOML file (``mappings/rules/``); the checks themselves live in ``gateway.rules.checks``.
+rule-set TOML text (the files under ``mappings/rules/`` seed the governed versions in the database,
+``gateway.governance``); the checks themselves live in ``gateway.rules.checks``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import string
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -89,8 +91,10 @@ class _SafeDict(dict[str, Any]):
 @dataclass(frozen=True)
 class Ruleset:
     name: str
-    version: str  # "<declared>+<digest of the file and the configured parameters>"
+    version: str  # "<declared>+<digest of the text and the configured parameter overrides>"
     rules: dict[str, RuleSpec]
+    declared: str = "1"  # ``[ruleset] version``
+    digest: str = ""  # sha256 of the text alone: what identifies a stored version of the rule set
 
     def evaluate(self, order: CanonicalOrder, ctx: RuleContext) -> list[Violation]:
         """Run every applicable rule; return the violations, most severe first."""
@@ -119,23 +123,79 @@ class Ruleset:
         out.sort(key=lambda v: rank[v.severity])
         return out
 
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every rule as ``GET /v1/rules`` lists it: code, severity, parameters (the configuration's
+        overrides applied), messages, where it applies (empty: everywhere) and whether it runs."""
+        return [
+            {
+                "code": code,
+                "severity": spec.severity,
+                "params": spec.params,
+                "message_zh": spec.message_zh,
+                "message_en": spec.message_en,
+                "hint": spec.hint,
+                "platforms": spec.platforms,
+                "shops": spec.shops,
+                "enabled": spec.enabled,
+            }
+            for code, spec in self.rules.items()
+        ]
+
 
 def load_ruleset(path: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Ruleset:
-    """Load a rule set and apply the configuration's parameter overrides."""
+    """Load a rule-set file and apply the configuration's parameter overrides."""
+    return ruleset_from_text(path.read_text(encoding="utf-8"), overrides, origin=str(path))
+
+
+def ruleset_from_text(
+    text: str, overrides: dict[str, dict[str, Any]] | None = None, *, origin: str = "rule set"
+) -> Ruleset:
+    """Compile a rule-set TOML text and apply the configuration's parameter overrides on top.
+
+    The version is ``<declared>+<12 hex>``: the digest of the text alone when there are no
+    overrides (so it equals the stored version's), else of the text and the overrides.
+
+    Raises:
+        ConfigError: not TOML, not a rule set (a bad severity, an unknown key), a rule code no
+            check implements, an override for a rule the text lacks, or a message whose braces
+            do not pair; the message names ``origin``.
+    """
     from gateway.rules import checks  # noqa: F401 - registers the checks
 
-    text = path.read_text(encoding="utf-8")
     try:
         spec = msgspec.convert(tomllib.loads(text), RulesetSpec)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}", f"{path}：规则集格式错误：{exc}") from None
+        raise ConfigError(f"{origin}: {exc}", f"{origin}：规则集格式错误：{exc}") from None
     rules = dict(spec.rules)
     for code, params in (overrides or {}).items():
         if code not in rules:
-            raise ConfigError(f"rule parameters given for unknown rule {code}", f"未知规则 {code} 的参数")
+            raise ConfigError(
+                f"{origin}: the configuration gives parameters for rule {code}, which this rule set lacks",
+                f"{origin}：配置为规则 {code} 提供了参数，但该规则集没有此规则",
+            )
         rules[code] = msgspec.structs.replace(rules[code], params={**rules[code].params, **params})
     unknown = set(rules) - set(CHECKS)
     if unknown:
-        raise ConfigError(f"{path}: no check implements {sorted(unknown)}", f"{path}：规则 {sorted(unknown)} 没有实现")
-    digest = hashlib.sha256(text.encode() + msgspec.json.encode(overrides or {}, order="sorted")).hexdigest()
-    return Ruleset(name=spec.ruleset.name, version=f"{spec.ruleset.version}+{digest[:12]}", rules=rules)
+        raise ConfigError(
+            f"{origin}: no check implements {sorted(unknown)}; known rule codes: {', '.join(sorted(CHECKS))}",
+            f"{origin}：规则 {sorted(unknown)} 没有实现；已有规则代码：{', '.join(sorted(CHECKS))}",
+        )
+    for code, rule in rules.items():
+        for which, message in (("message_zh", rule.message_zh), ("message_en", rule.message_en)):
+            try:
+                list(string.Formatter().parse(message))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{origin}: rules.{code}.{which}: {exc}", f"{origin}：rules.{code}.{which} 的花括号不成对：{exc}"
+                ) from None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    effective = digest
+    if overrides:
+        effective = hashlib.sha256(text.encode("utf-8") + msgspec.json.encode(overrides, order="sorted")).hexdigest()
+    return Ruleset(
+        name=spec.ruleset.name,
+        version=f"{spec.ruleset.version}+{effective[:12]}",
+        rules=rules,
+        declared=spec.ruleset.version,
+        digest=digest,
+    )

@@ -82,7 +82,8 @@ async def test_seeding_is_idempotent_and_a_changed_file_becomes_a_draft(containe
     assert await gov.seed(c.uow_factory, _files_with(MEMO), clock=CLOCK) == []
     actions = [(e.actor, e.action) for e in await _audit(c)]
     assert ("files", "dictionary.proposed") in actions and ("ann", "dictionary.rejected") in actions
-    assert actions.count(("seed", "dictionary.seeded")) == len(seeded)
+    assert actions.count(("seed", "dictionary.seeded")) == len([v for v in seeded if v.kind != "ruleset"])
+    assert actions.count(("seed", "ruleset.seeded")) == len([v for v in seeded if v.kind == "ruleset"]) == 1
 
 
 async def test_a_failed_publish_leaves_the_old_version_published(container: Container, monkeypatch) -> None:
