@@ -47,7 +47,7 @@ from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, UnitOfWorkFactory
 from gateway.publication import DictionaryWatcher
 from gateway.relay import OutboxRelay
-from gateway.runtime import Runtime, bundled_dictionaries, load_rules
+from gateway.runtime import Runtime, bundled_dictionaries, bundled_rulesets, load_rules
 from gateway.settings import Settings
 from gateway.unknown_fields import UnknownFieldRecorder
 from gateway.worker import EmbeddedWorker
@@ -182,21 +182,23 @@ def prepare_database(settings: Settings) -> None:
 async def load_dictionaries(
     uow_factory: UnitOfWorkFactory, config: GatewayConfig, *, clock: Clock
 ) -> DictionaryWatcher:
-    """Bring the bundled dictionaries into the database (``gateway.governance.seed``) and load the
-    published ones: a watcher holding the Runtime, ready to follow later publications.
+    """Bring the bundled dictionaries and rule sets into the database (``gateway.governance.seed``)
+    and load the published ones: a watcher holding the Runtime, ready to follow later publications.
 
     Raises:
         ConfigError: a bundled file does not compile, or the database is not migrated.
     """
     files = bundled_dictionaries(config)
+    rulesets = bundled_rulesets(config)
     tables = {name: load_value_tables(config, name) for name in config.targets}
-    # The rules and value tables; the dictionaries come from the database (the published versions).
+    # The value tables, and the configured rule set's file (which names it); the dictionaries and
+    # the rule set in use come from the database (the published versions).
     base = Runtime(config, platform_dictionaries={}, erp_dictionaries={}, ruleset=load_rules(config), tables=tables)
     watcher = DictionaryWatcher(uow_factory, base)
     watcher.remember([f.compiled for f in files])
     try:
-        for line in await seed(uow_factory, files, clock=clock):
-            log.info("bundled dictionary " + line)
+        for line in await seed(uow_factory, [*files, *rulesets], clock=clock):
+            log.info("bundled file: " + line)
         await watcher.load()
     except DBAPIError as exc:
         raise ConfigError(

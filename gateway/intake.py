@@ -374,8 +374,14 @@ async def _store_update(
     new_state = stored.state
     if stored.state in ("accepted", "held"):
         new_state = "held" if verdict == "hold" else "accepted"
-        if new_state != stored.state:
-            await uow.orders.set_state(stored.id, new_state)  # type: ignore[arg-type]
+        # Compare-and-set: a person may have decided the held order (gateway.review) since it was
+        # read (on PostgreSQL intake reads outside its write); then intake reads it again.
+        if new_state != stored.state and not await uow.orders.set_state_if(
+            stored.id,
+            expect=stored.state,
+            state=new_state,  # type: ignore[arg-type]
+        ):
+            raise Conflict(f"order {stored.id} changed since it was read", f"订单 {stored.id} 在读取后已被修改")
         if stored.state == "held" and new_state == "accepted":
             await uow.outbox.add(
                 order_id=stored.id, target=stored.erp_target or "", kind="deliver", available_at=clock.now()
@@ -387,6 +393,21 @@ async def _store_update(
     }
     if stored.state not in ("accepted", "held"):
         detail["note"] = "the ERP document is not edited by this version of the gateway"
+    if new_state == "held":
+        # Why it is held now, as a held new order records it: what the review queue shows.
+        await _intercept(
+            uow,
+            order,
+            canonical,
+            violations,
+            sha,
+            runtime.platform_dictionaries[stored.platform].version,
+            runtime,
+            unknown,
+            actor,
+            verdict="hold",
+            order_id=stored.id,
+        )
     await uow.orders.add_timeline(stored.id, "order.updated", detail)
     await uow.audit.append(
         actor=actor,
@@ -405,6 +426,40 @@ async def _store_update(
     return IntakeResult(202, _answer(stored, unknown), stored.id, "updated")
 
 
+async def store_order(
+    uow: UnitOfWork,
+    order: CanonicalOrder,
+    violations: list[Violation],
+    *,
+    sha: str,
+    runtime: Runtime,
+    clock: Clock,
+    actor: str,
+    unknown: list[str] | None = None,
+) -> IntakeResult:
+    """Store a new order as intake does (order, binder row, timeline, audit entry, then an outbox
+    row, or a hold intercept when a ``hold`` is among ``violations``) for a caller that judged the
+    violations itself: a two-person override (``gateway.review``) passes them without the rules it
+    overrode. A ``reject`` among them is a programming error. ``Conflict`` when the platform order
+    is stored already."""
+    if any(v.severity == "reject" for v in violations):
+        raise ValueError("store_order stores no order a rule rejects")
+    verdict = "hold" if any(v.severity == "hold" for v in violations) else "accept"
+    return await _store_new(
+        uow,
+        order,
+        msgspec.to_builtins(order),
+        violations,
+        verdict,
+        sha,
+        runtime.platform_dictionaries[order.platform].version,
+        runtime,
+        clock,
+        unknown or [],
+        actor,
+    )
+
+
 def _timeline_detail(violations: list[Violation], unknown: list[str], sha: str) -> dict[str, Any]:
     detail: dict[str, Any] = {"payload_sha256": sha}
     if violations:
@@ -414,4 +469,4 @@ def _timeline_detail(violations: list[Violation], unknown: list[str], sha: str) 
     return detail
 
 
-__all__ = ["IntakeResult", "MappingError", "accept_order", "decode_payload", "evaluate", "translate"]
+__all__ = ["IntakeResult", "MappingError", "accept_order", "decode_payload", "evaluate", "store_order", "translate"]

@@ -86,6 +86,24 @@ class DueRow(msgspec.Struct, kw_only=True, frozen=True):
     attempts: int
 
 
+class InterceptOverride(msgspec.Struct, kw_only=True):
+    """Two people letting an intercepted (rejected) order through after all (``gateway.review``):
+    the first asks, a second, different person confirms; the order is then stored."""
+
+    intercept_id: str
+    state: Literal["requested", "confirmed"]
+    rules: list[str]  # the rule codes overridden: the intercept's, as the first person saw them
+    requested_by: str  # the actor (``Caller.actor``) who asked
+    requester: str  # who that is as a person (the key's label, else its id): the second must differ
+    requested_at: datetime
+    reason: str
+    confirmed_by: str | None = None
+    confirmed_at: datetime | None = None
+    confirm_reason: str | None = None
+    order_id: str | None = None  # the gateway order the intercept became
+    seq: int | None = None  # database-assigned, the listing's key
+
+
 class InterceptRecord(msgspec.Struct, kw_only=True):
     id: str
     platform: str
@@ -100,6 +118,14 @@ class InterceptRecord(msgspec.Struct, kw_only=True):
     snapshot: dict[str, Any]  # masked canonical order (or what could be read of it)
     order_id: str | None = None  # set when the order was stored (held)
     created_at: datetime | None = None
+    override: InterceptOverride | None = None  # read only: its override, if someone asked for one
+
+
+class ReviewItem(msgspec.Struct, kw_only=True):
+    """A held order waiting for a person, with the newest record of why it is held."""
+
+    order: OrderRecord
+    hold: InterceptRecord | None  # the newest ``hold`` intercept of the order (None: held before 0007)
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -181,6 +207,11 @@ class OrderRepository(Protocol):
 
     async def set_state(self, order_id: str, state: OrderState) -> None: ...
 
+    async def set_state_if(self, order_id: str, *, expect: OrderState, state: OrderState) -> bool:
+        """Compare-and-set: move the order to ``state`` only if it is still in ``expect``; False,
+        with nothing written, otherwise (another writer moved it first, or no such order). Of
+        two concurrent transactions only one sees True."""
+
     async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
         """Record the ERP document in the order and the binder."""
 
@@ -213,11 +244,28 @@ class RefundRepository(Protocol):
         """Record that these refunds are applied to the gateway order ``order_id``."""
 
 
+class PayloadAges(msgspec.Struct, kw_only=True, frozen=True):
+    """Raw payloads received before a time: how many, their uncompressed bytes, the oldest."""
+
+    count: int
+    bytes: int
+    oldest: datetime | None = None
+
+
 class PayloadStore(Protocol):
     async def put(self, sha256: str, raw: bytes) -> None:
         """Store the raw body compressed; a second put of the same hash is a no-op."""
 
-    async def get(self, sha256: str) -> bytes | None: ...
+    async def get(self, sha256: str) -> bytes | None:
+        """The raw body; None when it was never stored or was purged (``gateway.retention``)."""
+
+    async def received_before(self, cutoff: datetime) -> PayloadAges:
+        """What a purge with this cutoff would delete (first received before ``cutoff``)."""
+
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> tuple[int, int]:
+        """Delete up to ``limit`` payloads first received before ``cutoff``, oldest first; the
+        number deleted and their uncompressed bytes. Nothing else is touched: the orders,
+        intercepts, refunds and audit entries keep the hash (``payload_sha256``)."""
 
 
 class Outbox(Protocol):
@@ -282,7 +330,11 @@ class TargetControls(Protocol):
 
 
 class InterceptRepository(Protocol):
-    async def add(self, record: InterceptRecord) -> None: ...
+    async def add(self, record: InterceptRecord) -> None:
+        """Insert; ``override`` is not stored here (``ReviewRepository``)."""
+
+    async def get(self, intercept_id: str) -> InterceptRecord | None:
+        """One intercept with its ``override``, if any."""
 
     async def list(
         self,
@@ -295,6 +347,33 @@ class InterceptRepository(Protocol):
         cursor: str | None,
         limit: int,
     ) -> Page: ...
+
+
+class ReviewRepository(Protocol):
+    """Manual review (``gateway.review``): the queue of held orders and the two-person overrides
+    of intercepts."""
+
+    async def queue(
+        self, *, platform: str | None, shop: str | None, rule: str | None, cursor: str | None, limit: int
+    ) -> Page:
+        """``ReviewItem``s of the orders in state ``held``, oldest order first; ``rule`` keeps those
+        whose newest hold intercept names that rule."""
+
+    async def latest_hold(self, order_id: str) -> InterceptRecord | None:
+        """The newest ``hold`` intercept of an order."""
+
+    async def get_override(self, intercept_id: str) -> InterceptOverride | None: ...
+
+    async def request_override(self, record: InterceptOverride) -> InterceptOverride:
+        """Insert a request (state ``requested``); ``Conflict`` when the intercept has one already.
+        Returns it with ``seq``."""
+
+    async def confirm_override(self, intercept_id: str, *, by: str, at: datetime, reason: str, order_id: str) -> bool:
+        """Compare-and-set ``requested`` → ``confirmed``; False, with nothing written, when it is
+        not ``requested`` any more."""
+
+    async def overrides(self, *, state: str | None, cursor: str | None, limit: int) -> Page:
+        """Override records, newest request first."""
 
 
 class DeadLetterRepository(Protocol):
@@ -332,8 +411,8 @@ class DictionaryVersion(msgspec.Struct, kw_only=True):
     """One version of a dictionary as stored: its TOML text and where it is on the way to being
     used (``gateway.governance`` draws the states)."""
 
-    name: str  # the dictionary's ``[dictionary] name``: what a version is a version of
-    kind: str  # order | refund | document
+    name: str  # ``[dictionary] name`` or ``[ruleset] name``: what a version is a version of
+    kind: str  # order | refund | document | ruleset
     platform: str | None
     version: str  # as declared in the text
     digest: str  # sha256 of the text
@@ -370,6 +449,19 @@ class RecordedPayload(msgspec.Struct, kw_only=True, frozen=True):
     body: bytes
 
 
+class RecordedOrder(msgspec.Struct, kw_only=True, frozen=True):
+    """An order as the rules judged it when it arrived: the corpus of a rule set's dry run."""
+
+    source: str  # order | intercept | sample
+    ref: str  # the gateway order id, intercept id, or sample file
+    platform: str
+    shop_id: str | None
+    platform_order_id: str | None
+    canonical: dict[str, Any]  # the stored canonical order; an intercept's masked snapshot
+    rules_version: str | None  # the rule set that judged it
+    recorded: str  # the order's state, or ``intercepted``
+
+
 class DictionaryVersions(Protocol):
     """Dictionary versions and the publication generation every process watches."""
 
@@ -401,6 +493,10 @@ class DictionaryVersions(Protocol):
     async def recorded_orders(self, targets: Sequence[str], *, limit: int) -> list[OrderRecord]:
         """The newest ``limit`` stored orders routed to any of ``targets``."""
 
+    async def recorded_verdicts(self, *, limit: int) -> list[RecordedOrder]:
+        """The newest ``limit`` stored orders (accepted, held, …) and rejected orders' intercepts
+        of every platform, newest first."""
+
 
 class UnknownFields(Protocol):
     """The per-platform registry of source fields no dictionary maps (``gateway.unknown_fields``)."""
@@ -426,6 +522,7 @@ class UnitOfWork(Protocol):
     payloads: PayloadStore
     outbox: Outbox
     intercepts: InterceptRepository
+    reviews: ReviewRepository
     dead_letters: DeadLetterRepository
     audit: AuditLog
     keys: ApiKeyRepository

@@ -366,7 +366,8 @@ class GroupedUnitOfWork:
     """A unit of work of intake on PostgreSQL: reads at once, writes at ``commit()``, grouped.
 
     Offers what intake uses: ``orders`` (``find_binding`` and ``get`` read; ``add``,
-    ``add_timeline``, ``replace_canonical``, ``set_state``, ``set_erp`` are recorded),
+    ``add_timeline``, ``replace_canonical``, ``set_state``, ``set_state_if``, ``set_erp`` are
+    recorded),
     ``payloads.put``, ``outbox.add``, ``audit.append`` and ``intercepts.add``. What a recorded
     write would return and only the database knows is not known before ``commit()``: ``add``
     returns the record without ``seq``, ``outbox.add`` returns 0, ``audit.append`` None.
@@ -460,6 +461,12 @@ class _Orders:
 
     async def set_state(self, order_id: str, state: OrderState) -> None:
         self._uow._record("orders", "set_state", order_id, state)
+
+    async def set_state_if(self, order_id: str, *, expect: OrderState, state: OrderState) -> bool:
+        """True for now; written as ``require_state``, which makes ``commit()`` a ``Conflict`` (with
+        nothing of the unit stored) when the order is no longer in ``expect``."""
+        self._uow._record("orders", "require_state", order_id, expect=expect, state=state)
+        return True
 
     async def set_erp(self, order_id: str, **kwargs: Any) -> None:
         self._uow._record("orders", "set_erp", order_id, **kwargs)

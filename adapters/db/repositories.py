@@ -25,6 +25,7 @@ from adapters.db.paging import decode_cursor, page_of
 from adapters.db.tables import (
     api_keys,
     dead_letters,
+    intercept_overrides,
     intercept_rules,
     intercepts,
     order_bindings,
@@ -38,10 +39,12 @@ from gateway.ports import (
     ApiKeyRecord,
     Binding,
     DeadLetter,
+    InterceptOverride,
     InterceptRecord,
     OrderRecord,
     OrderState,
     Page,
+    PayloadAges,
     RefundRecord,
     TimelineEntry,
 )
@@ -217,6 +220,25 @@ class SqlOrderRepository:
             f"order {order_id}",
         )
 
+    async def set_state_if(self, order_id: str, *, expect: OrderState, state: OrderState) -> bool:
+        """One conditional UPDATE: on PostgreSQL a second transaction waits for the first's row lock
+        and then finds the state moved on (0 rows); SQLite runs one writer at a time."""
+        stmt = (
+            orders.update()
+            .where(orders.c.id == order_id, orders.c.state == expect)
+            .values(state=state, updated_at=utcnow())
+        )
+        return (await self._conn.execute(stmt)).rowcount == 1
+
+    async def require_state(self, order_id: str, *, expect: OrderState, state: OrderState) -> None:
+        """``set_state_if`` that raises ``Conflict`` when the order moved on: how a grouped unit of
+        work of intake (``pg_group``) replays it, so that the whole unit is rolled back."""
+        if not await self.set_state_if(order_id, expect=expect, state=state):
+            raise Conflict(
+                f"order {order_id} is no longer {expect}: it changed since it was read",
+                f"订单 {order_id} 已不处于 {expect} 状态（读取后已被修改）",
+            )
+
     async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
         """A ``document_no`` of None keeps the number already recorded (a later failure must not
         erase the proof that the ERP holds the document)."""
@@ -271,13 +293,33 @@ class SqlPayloadStore:
         ).scalar_one_or_none()
         return None if body is None else zlib.decompress(body)
 
+    async def received_before(self, cutoff: datetime) -> PayloadAges:
+        p = raw_payloads
+        row = (
+            await self._conn.execute(
+                select(func.count(), func.coalesce(func.sum(p.c.size), 0), func.min(p.c.received_at)).where(
+                    p.c.received_at < cutoff
+                )
+            )
+        ).one()
+        return PayloadAges(count=row[0], bytes=int(row[1]), oldest=row[2])
+
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> tuple[int, int]:
+        # The oldest first, through ix_raw_payloads_received_at: each batch reads what it deletes.
+        p = raw_payloads
+        batch = select(p.c.sha256).where(p.c.received_at < cutoff).order_by(p.c.received_at).limit(limit)
+        sizes = (await self._conn.execute(p.delete().where(p.c.sha256.in_(batch)).returning(p.c.size))).scalars().all()
+        return len(sizes), sum(sizes)
+
 
 class SqlInterceptRepository:
     def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, record: InterceptRecord) -> None:
-        await _insert_record(self._conn, intercepts, record, f"intercept {record.id}", f"拦截记录 {record.id}")
+        await _insert_record(
+            self._conn, intercepts, record, f"intercept {record.id}", f"拦截记录 {record.id}", skip=("override",)
+        )
         if record.rule_codes:
             await self._conn.execute(
                 intercept_rules.insert(),
@@ -313,7 +355,26 @@ class SqlInterceptRepository:
         if (after := decode_cursor(cursor)) is not None:
             stmt = stmt.where(i.c.seq < after)
         rows = (await self._conn.execute(stmt)).all()
-        return page_of(rows, limit, lambda row: InterceptRecord(**_without(row._mapping, "seq")))
+        found = await overrides_of(self._conn, [row.id for row in rows[:limit]])
+        return page_of(rows, limit, lambda row: intercept_from_row(row, found.get(row.id)))
+
+    async def get(self, intercept_id: str) -> InterceptRecord | None:
+        row = (await self._conn.execute(select(intercepts).where(intercepts.c.id == intercept_id))).first()
+        if row is None:
+            return None
+        return intercept_from_row(row, (await overrides_of(self._conn, [intercept_id])).get(intercept_id))
+
+
+def intercept_from_row(row: Any, override: InterceptOverride | None = None) -> InterceptRecord:
+    return InterceptRecord(**_without(row._mapping, "seq"), override=override)
+
+
+async def overrides_of(conn: Executor, intercept_ids: Sequence[str]) -> dict[str, InterceptOverride]:
+    """The override records of these intercepts, by intercept id (most have none)."""
+    if not intercept_ids:
+        return {}
+    stmt = select(intercept_overrides).where(intercept_overrides.c.intercept_id.in_(list(intercept_ids)))
+    return {row.intercept_id: InterceptOverride(**row._mapping) for row in await conn.execute(stmt)}
 
 
 class SqlDeadLetterRepository:
@@ -426,9 +487,12 @@ def _refund_values(record: RefundRecord) -> dict[str, Any]:
     }
 
 
-async def _insert_record(conn: Executor, table: Table, record: Any, what_en: str, what_zh: str) -> None:
-    """Insert a record whose fields are columns of ``table``, stamping ``created_at`` if unset."""
-    values = {name: getattr(record, name) for name in record.__struct_fields__}
+async def _insert_record(
+    conn: Executor, table: Table, record: Any, what_en: str, what_zh: str, *, skip: tuple[str, ...] = ()
+) -> None:
+    """Insert a record whose fields (but ``skip``) are columns of ``table``, stamping ``created_at``
+    if unset."""
+    values = {name: getattr(record, name) for name in record.__struct_fields__ if name not in skip}
     values["created_at"] = values["created_at"] or utcnow()
     with conflict_on_duplicate(what_en, what_zh):
         await conn.execute(table.insert(), values)

@@ -138,7 +138,9 @@ raw_payloads = Table(
     Column("sha256", String(64), primary_key=True),
     Column("body", LargeBinary, nullable=False),  # zlib-compressed
     Column("size", Integer, nullable=False),  # uncompressed bytes
-    Column("received_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),  # first received
+    # The retention purge (gateway.retention) reads the oldest first, batch by batch.
+    Index("ix_raw_payloads_received_at", "received_at"),
 )
 
 outbox = Table(
@@ -363,3 +365,33 @@ unknown_fields = Table(
     Column("draft_id", BigInteger),
     UniqueConstraint("platform", "path"),
 )
+
+# Manual review (gateway/review.py). An intercepted order goes through only when two people agree:
+# the first asks (``requested``), a second, different person confirms (``confirmed``) and the order
+# is stored; one row per intercept. Held orders are decided on the order itself (its state).
+intercept_overrides = Table(
+    "intercept_overrides",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("intercept_id", String(40), ForeignKey("intercepts.id"), nullable=False, unique=True),
+    Column("state", String(12), nullable=False),  # requested | confirmed
+    Column("rules", _json(), nullable=False),
+    Column("requested_by", String(120), nullable=False),
+    Column("requester", String(120), nullable=False),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("confirmed_by", String(120)),
+    Column("confirmed_at", UTCDateTime()),
+    Column("confirm_reason", Text),
+    Column("order_id", String(40), ForeignKey("orders.id")),
+)
+
+# The review queue reads the held orders (few, however many orders there are) oldest first, and
+# each one's newest hold intercept.
+Index(
+    "ix_orders_held",
+    orders.c.seq,
+    sqlite_where=text("state = 'held'"),
+    postgresql_where=text("state = 'held'"),
+)
+Index("ix_intercepts_order_id", intercepts.c.order_id)

@@ -29,6 +29,7 @@ from adapters.db.repositories import (
     SqlPayloadStore,
     SqlRefundRepository,
 )
+from adapters.db.reviews import SqlReviewRepository
 from adapters.db.sqlite_direct import (
     SqliteAuditLog,
     SqliteOrderRepository,
@@ -68,6 +69,7 @@ class SqlUnitOfWork:
     payloads: SqlPayloadStore
     outbox: SqlOutbox
     intercepts: SqlInterceptRepository
+    reviews: SqlReviewRepository
     dead_letters: SqlDeadLetterRepository
     audit: SqlAuditLog
     keys: SqlApiKeyRepository
@@ -107,6 +109,7 @@ class SqlUnitOfWork:
             self.outbox = SqlOutbox(conn)
             self.audit = SqlAuditLog(conn)
         self.intercepts = SqlInterceptRepository(conn)
+        self.reviews = SqlReviewRepository(conn)
         self.dead_letters = SqlDeadLetterRepository(conn)
         self.keys = SqlApiKeyRepository(conn)
         self.controls = SqlTargetControls(conn)

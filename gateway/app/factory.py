@@ -10,12 +10,14 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from gateway.app.admin import AdminController
 from gateway.app.audit import AuditController, DeadLetterController
 from gateway.app.errors import EXCEPTION_HANDLERS
-from gateway.app.mappings import MappingsController
+from gateway.app.mappings import MappingsController, RulesController
 from gateway.app.ops import OpsController
 from gateway.app.orders import OrderController, intake_wake
 from gateway.app.refunds import RefundController
+from gateway.app.review import ReviewController
 from gateway.app.targets import TargetController
 from gateway.bootstrap import Container, build_container
 from gateway.clock import Clock
@@ -50,7 +52,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             OpsController,
             TargetController,
             MappingsController,
+            RulesController,
             RefundController,
+            ReviewController,
+            AdminController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -24,12 +24,15 @@ from gateway.ports import (
     Binding,
     DeadLetter,
     DueRow,
+    InterceptOverride,
     InterceptRecord,
     OrderRecord,
     OrderState,
     OutboxLease,
     Page,
+    PayloadAges,
     RefundRecord,
+    ReviewItem,
     TargetBacklog,
     TimelineEntry,
 )
@@ -70,6 +73,7 @@ class FakeState:
     bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
     timeline: dict[str, list[TimelineEntry]] = field(default_factory=dict)
     payloads: dict[str, bytes] = field(default_factory=dict)
+    payload_received: dict[str, datetime] = field(default_factory=dict)
     outbox: dict[int, FakeOutboxRow] = field(default_factory=dict)
     intercepts: list[tuple[int, InterceptRecord]] = field(default_factory=list)
     dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
@@ -78,6 +82,7 @@ class FakeState:
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     controls: dict[str, Control] = field(default_factory=dict)
     refunds: dict[tuple[str, str], RefundRecord] = field(default_factory=dict)
+    overrides: dict[str, InterceptOverride] = field(default_factory=dict)  # by intercept id
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -177,6 +182,14 @@ class FakeOrderRepository:
         order.state = state
         order.updated_at = _now()
 
+    async def set_state_if(self, order_id: str, *, expect: OrderState, state: OrderState) -> bool:
+        order = self._s.orders.get(order_id)
+        if order is None or order.state != expect:
+            return False
+        order.state = state
+        order.updated_at = _now()
+        return True
+
     async def set_erp(self, order_id: str, *, target: str, document_no: str | None, status: str) -> None:
         order, binding = self._order(order_id), self._binding(order_id)
         order.erp_target = binding.erp_target = target
@@ -198,10 +211,31 @@ class FakePayloadStore:
         self._s = state
 
     async def put(self, sha256: str, raw: bytes) -> None:
-        self._s.payloads.setdefault(sha256, bytes(raw))
+        if sha256 not in self._s.payloads:
+            self._s.payloads[sha256] = bytes(raw)
+            self._s.payload_received[sha256] = _now()
 
     async def get(self, sha256: str) -> bytes | None:
         return self._s.payloads.get(sha256)
+
+    def _before(self, cutoff: datetime) -> list[str]:
+        received = self._s.payload_received
+        return sorted((sha for sha in self._s.payloads if received[sha] < cutoff), key=received.__getitem__)
+
+    async def received_before(self, cutoff: datetime) -> PayloadAges:
+        shas = self._before(cutoff)
+        return PayloadAges(
+            count=len(shas),
+            bytes=sum(len(self._s.payloads[sha]) for sha in shas),
+            oldest=self._s.payload_received[shas[0]] if shas else None,
+        )
+
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> tuple[int, int]:
+        shas = self._before(cutoff)[:limit]
+        size = sum(len(self._s.payloads.pop(sha)) for sha in shas)
+        for sha in shas:
+            del self._s.payload_received[sha]
+        return len(shas), size
 
 
 class FakeOutbox:
@@ -353,8 +387,15 @@ class FakeInterceptRepository:
     async def add(self, record: InterceptRecord) -> None:
         if any(r.id == record.id for _, r in self._s.intercepts):
             raise Conflict(f"intercept {record.id} exists")
-        stored = msgspec.structs.replace(copy.deepcopy(record), created_at=record.created_at or _now())
+        stored = msgspec.structs.replace(copy.deepcopy(record), created_at=record.created_at or _now(), override=None)
         self._s.intercepts.append((self._s.next_seq(), stored))
+
+    def _with_override(self, record: InterceptRecord) -> InterceptRecord:
+        return msgspec.structs.replace(record, override=copy.deepcopy(self._s.overrides.get(record.id)))
+
+    async def get(self, intercept_id: str) -> InterceptRecord | None:
+        found = next((r for _, r in self._s.intercepts if r.id == intercept_id), None)
+        return None if found is None else self._with_override(copy.deepcopy(found))
 
     async def list(
         self,
@@ -378,7 +419,74 @@ class FakeInterceptRepository:
                 and (until is None or at < until)
             )
 
-        return _page([(k, r) for k, r in self._s.intercepts if keep(r)], cursor, limit)
+        page = _page([(k, r) for k, r in self._s.intercepts if keep(r)], cursor, limit)
+        page.items = [self._with_override(r) for r in page.items]
+        return page
+
+
+class FakeReviewRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    def _latest_holds(self) -> dict[str, InterceptRecord]:
+        return {
+            r.order_id: r
+            for _, r in sorted(self._s.intercepts, key=lambda kr: kr[0])
+            if r.verdict == "hold" and r.order_id
+        }
+
+    async def queue(
+        self, *, platform: str | None, shop: str | None, rule: str | None, cursor: str | None, limit: int
+    ) -> Page:
+        holds = self._latest_holds()
+        found = sorted(
+            (
+                o
+                for o in self._s.orders.values()
+                if o.state == "held"
+                and (platform is None or o.platform == platform)
+                and (shop is None or o.shop_id == shop)
+                and (rule is None or (o.id in holds and rule in holds[o.id].rule_codes))
+            ),
+            key=lambda o: o.seq or 0,
+        )
+        if cursor:
+            try:
+                after = int(cursor)
+            except ValueError as exc:
+                raise PayloadInvalid(f"invalid cursor {cursor!r}") from exc
+            found = [o for o in found if (o.seq or 0) > after]
+        shown = found[:limit]
+        more = len(found) > limit and bool(shown)
+        items = [ReviewItem(order=copy.deepcopy(o), hold=copy.deepcopy(holds.get(o.id))) for o in shown]
+        return Page(items=items, next_cursor=str(shown[-1].seq) if more else None)
+
+    async def latest_hold(self, order_id: str) -> InterceptRecord | None:
+        return copy.deepcopy(self._latest_holds().get(order_id))
+
+    async def get_override(self, intercept_id: str) -> InterceptOverride | None:
+        return copy.deepcopy(self._s.overrides.get(intercept_id))
+
+    async def request_override(self, record: InterceptOverride) -> InterceptOverride:
+        if record.intercept_id in self._s.overrides:
+            raise Conflict(f"an override of intercept {record.intercept_id} is already stored")
+        if not any(r.id == record.intercept_id for _, r in self._s.intercepts):
+            raise Conflict(f"intercept {record.intercept_id} does not exist")  # the foreign key
+        stored = msgspec.structs.replace(record, seq=self._s.next_seq(), rules=list(record.rules))
+        self._s.overrides[record.intercept_id] = stored
+        return copy.deepcopy(stored)
+
+    async def confirm_override(self, intercept_id: str, *, by: str, at: datetime, reason: str, order_id: str) -> bool:
+        stored = self._s.overrides.get(intercept_id)
+        if stored is None or stored.state != "requested":
+            return False
+        stored.state, stored.confirmed_by, stored.confirmed_at = "confirmed", by, at
+        stored.confirm_reason, stored.order_id = reason, order_id
+        return True
+
+    async def overrides(self, *, state: str | None, cursor: str | None, limit: int) -> Page:
+        found = [(o.seq or 0, o) for o in self._s.overrides.values() if state is None or o.state == state]
+        return _page(found, cursor, limit)
 
 
 class FakeDeadLetterRepository:
@@ -539,6 +647,7 @@ class FakeUnitOfWork:
         self.payloads = FakePayloadStore(state)
         self.outbox = FakeOutbox(state)
         self.intercepts = FakeInterceptRepository(state)
+        self.reviews = FakeReviewRepository(state)
         self.dead_letters = FakeDeadLetterRepository(state)
         self.audit = FakeAuditLog(state)
         self.keys = FakeApiKeyRepository(state)
