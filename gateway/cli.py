@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -143,22 +144,73 @@ def keys_create(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    anchor: Path = typer.Option(
+        None,
+        "--anchor",
+        help="An anchor file from `gateway audit anchor`: also prove the chain up to its entry unchanged",
+    ),
+) -> None:
     """Walk the audit hash chain; exit 0 when intact, 1 naming the first broken sequence number."""
+    from gateway.audit import decode_anchor
     from gateway.commands import verify_audit
 
+    pinned = None
+    if anchor is not None:
+        try:
+            pinned = decode_anchor(anchor.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise _fail(f"cannot read the anchor {anchor}: {exc}") from None
     settings = load_settings()
-    check = asyncio.run(verify_audit(settings))
+    check = asyncio.run(verify_audit(settings, pinned))
     if check.ok:
         typer.echo(f"audit chain intact: {check.checked} entries checked")
+        if pinned is not None:
+            typer.echo(
+                f"anchor matches: entry {pinned.seq} still has hash {pinned.hash}; the chain up to it is unchanged"
+            )
         raise typer.Exit(0)
-    typer.secho(
-        f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}); "
-        f"{check.checked} entries before it are intact",
-        fg=typer.colors.RED,
-        err=True,
-    )
+    if pinned is not None and check.anchor_matches is False and check.broken_at == pinned.seq:
+        message = (
+            f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}); "
+            f"the chain up to the anchor is not the one anchored"
+        )
+    else:
+        message = (
+            f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}); "
+            f"{check.checked} entries before it are intact"
+        )
+        if check.anchor_matches:
+            message += f"; the chain up to the anchor (sequence {pinned.seq}) is unchanged"  # type: ignore[union-attr]
+    typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out: Path = typer.Option(None, "--out", help="Also write the anchor to this file"),
+) -> None:
+    """Print the chain's head as an anchor, {"at", "hash", "seq"} (one line of sorted JSON), to
+    keep outside the gateway; `gateway audit verify --anchor FILE` proves the chain up to it later."""
+    from gateway.audit import encode_anchor
+    from gateway.commands import anchor_audit
+
+    settings = load_settings()
+    check, anchor = asyncio.run(anchor_audit(settings))
+    if anchor is None:
+        if check.ok:
+            raise _fail("the audit log is empty: nothing to anchor", 1)
+        raise _fail(
+            f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}): a broken chain is not anchored", 1
+        )
+    text = encode_anchor(anchor)
+    if out is not None:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {out}: {exc}") from None
+        typer.echo(f"anchor of entry {anchor.seq} written to {out}; keep it outside the gateway", err=True)
+    typer.echo(text, nl=False)
 
 
 mappings_app = typer.Typer(help="Field-translation dictionaries.", no_args_is_help=True)
@@ -227,6 +279,74 @@ def _governed(action: Callable[[Any, Any], Awaitable[int]]) -> NoReturn:
 
 _BY = typer.Option(None, "--by", help="Your name as the audit log records it (default: $GATEWAY_ACTOR, or your login)")
 _NOTE = typer.Option(None, "--note", help="Why: kept in the audit log")
+
+
+retention_app = typer.Typer(
+    help="Retention of raw payloads (the configuration's retention.payload_days).", no_args_is_help=True
+)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("purge")
+def retention_purge(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be deleted; delete nothing"),
+    by: str = _BY,
+) -> None:
+    """Delete raw payloads older than the retention period (the configuration's
+    retention.payload_days, or GATEWAY_RETENTION_PAYLOAD_DAYS). Orders, intercepts and the audit
+    chain stay; the run is recorded in the audit log."""
+    from gateway.commands import purge_retention
+    from gateway.errors import ConfigError
+    from gateway.mappings_cli import actor_of
+
+    settings = load_settings()
+    try:
+        with _purge_progress(enabled=not dry_run) as progress:
+            report = asyncio.run(purge_retention(settings, dry_run=dry_run, actor=actor_of(by), progress=progress))
+    except ConfigError as exc:
+        raise _fail(f"{exc.code}: {exc.message_en}" + (f"\n{exc.hint}" if exc.hint else "")) from None
+    if report.cutoff is None:
+        typer.echo("retention is off (payload_days = 0): nothing purged")
+        raise typer.Exit(0)
+    what = (
+        f"{report.payloads} raw payloads ({_size(report.bytes)}) first received before {report.cutoff}"
+        f" ({report.payload_days} days)"
+    )
+    if report.dry_run:
+        oldest = f"; the oldest from {report.oldest_received_at}" if report.oldest_received_at else ""
+        typer.echo(f"dry run: would purge {what}{oldest}; nothing deleted")
+        raise typer.Exit(0)
+    batches = f"{report.batches} batch" + ("es" if report.batches != 1 else "")
+    typer.echo(
+        f"purged {what} in {batches}; orders, intercepts and the audit chain are kept; "
+        f"recorded as audit entry {report.audit_seq}"
+    )
+
+
+@contextmanager
+def _purge_progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on standard error, fed with (deleted, to delete) after each batch."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("purging raw payloads"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("purge", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GiB"
 
 
 @mappings_app.command("versions")

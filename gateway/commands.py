@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from adapters.db.engine import create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
-from gateway.audit import ChainCheck
+from gateway.audit import Anchor, ChainCheck, head_anchor, verify_log
 from gateway.auth import generate_key, hash_key
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.ids import new_id
 from gateway.ports import ApiKeyRecord, UnitOfWorkFactory
+from gateway.retention import Progress, PurgeReport, payload_days, purge_payloads
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -47,11 +48,42 @@ async def create_key(settings: Settings, *, role: str, label: str | None) -> str
         await db.dispose()
 
 
-async def verify_audit(settings: Settings) -> ChainCheck:
+async def verify_audit(settings: Settings, anchor: Anchor | None = None) -> ChainCheck:
     db = create_engine(settings.database_url)
     try:
         async with SqlUnitOfWorkFactory(db)(write=False) as uow:
-            return await uow.audit.verify()
+            return await verify_log(uow.audit, anchor)
+    finally:
+        await db.dispose()
+
+
+async def anchor_audit(settings: Settings) -> tuple[ChainCheck, Anchor | None]:
+    """The chain's head as an anchor, once a walk proved the chain sound."""
+    db = create_engine(settings.database_url)
+    try:
+        async with SqlUnitOfWorkFactory(db)(write=False) as uow:
+            return await head_anchor(uow.audit)
+    finally:
+        await db.dispose()
+
+
+async def purge_retention(
+    settings: Settings, *, dry_run: bool, actor: str, progress: Progress | None = None
+) -> PurgeReport:
+    """``gateway retention purge``: the configured retention applied to GATEWAY_DATABASE_URL."""
+    days = payload_days(load_config(settings.config_path))
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = create_engine(settings.database_url)
+    try:
+        return await purge_payloads(
+            SqlUnitOfWorkFactory(db),
+            days=days,
+            now=SystemClock().now(),
+            actor=actor,
+            dry_run=dry_run,
+            progress=progress,
+        )
     finally:
         await db.dispose()
 

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -68,12 +68,20 @@ class RulesConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     params: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # per rule code
 
 
+class RetentionConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``[retention]``: how long raw payloads are kept (``gateway retention purge``). 0 keeps them
+    forever. ``GATEWAY_RETENTION_PAYLOAD_DAYS`` overrides the file (``gateway.retention``)."""
+
+    payload_days: Annotated[int, msgspec.Meta(ge=0)] = 180
+
+
 class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     name: str = "gateway"
     mappings_dir: str | None = None  # None: the bundled mappings/
     shops: dict[str, ShopConfig] = msgspec.field(default_factory=dict)
     targets: dict[str, TargetConfig] = msgspec.field(default_factory=dict)
     rules: RulesConfig = msgspec.field(default_factory=RulesConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     def mappings_path(self) -> Path:
         if self.mappings_dir:

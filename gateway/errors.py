@@ -9,6 +9,7 @@ Chinese and English; API answers render it as ``{"code", "message_zh", "message_
     │   ├── UnknownPlatform          404 UNKNOWN_PLATFORM
     │   ├── UnknownShop              409 UNKNOWN_SHOP
     │   ├── NotFound                 404 NOT_FOUND
+    │   ├── PayloadPurged            410 PAYLOAD_PURGED    the raw payload was deleted by the retention policy
     │   ├── Unauthorized             401 UNAUTHORIZED
     │   ├── Forbidden                403 FORBIDDEN
     │   └── Conflict                 409 CONFLICT
@@ -106,6 +107,16 @@ class NotFound(RequestError):
     status_code = 404
     message_zh = "未找到"
     message_en = "Not found"
+
+
+class PayloadPurged(RequestError):
+    """The raw payload a request needs was deleted by the retention policy (``gateway.retention``);
+    the records that name it (order, intercept, audit entries with its hash) are all still there."""
+
+    code = "PAYLOAD_PURGED"
+    status_code = 410
+    message_zh = "原始报文已按保留期限删除"
+    message_en = "The raw payload was deleted under the retention policy"
 
 
 class Unauthorized(RequestError):

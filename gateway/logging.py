@@ -88,23 +88,8 @@ def configure_logging(level: str = "INFO", json: bool = True, *, stream: IO[str]
     if numeric is None:
         raise ConfigError(f"Unknown log level {level!r}", f"未知的日志级别 {level!r}")
 
-    renderer: Any = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if json
-        else structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            mask_pii,
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter)
+    stream = stream or sys.stderr
+    handler = masking_handler(stream, json=json)
     setattr(handler, _HANDLER_TAG, True)
 
     root = logging.getLogger()
@@ -120,6 +105,40 @@ def configure_logging(level: str = "INFO", json: bool = True, *, stream: IO[str]
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(max(numeric, _QUIET.get(name, logging.NOTSET)))
 
+    route_structlog()
+
+
+def masking_handler(stream: IO[str], *, json: bool = True) -> logging.Handler:
+    """A handler writing to ``stream`` what :func:`configure_logging` writes: every record,
+    structlog's or the standard library's, rendered with buyer PII masked.
+
+    :func:`configure_logging` installs one on the root logger; add another (a file an operator or a
+    test keeps) with ``logging.getLogger().addHandler(masking_handler(f))`` after it, or after
+    :func:`route_structlog`.
+    """
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            mask_pii,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    return handler
+
+
+def route_structlog() -> None:
+    """Send structlog's events through the standard ``logging`` handlers (and their masking).
+    Until it is called, structlog prints to standard output by itself, unmasked."""
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

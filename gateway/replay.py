@@ -24,10 +24,11 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.clock import Clock
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, NotFound, PayloadPurged
 from gateway.intake import decode_payload, evaluate, translate
 from gateway.ports import DeadLetter, OrderRecord, UnitOfWork, UnitOfWorkFactory
 from gateway.refund_intake import with_stored_refunds
+from gateway.retention import stored_payload
 from gateway.runtime import Runtime
 
 DictionaryChoice = Literal["first", "current"]
@@ -63,7 +64,8 @@ async def replay_dead_letter(
     Raises:
         NotFound: no such dead letter.
         ReplayRefused: replayed already, or (``current``) the order mapped again would be
-            intercepted, or its raw payload is gone.
+            intercepted.
+        PayloadPurged: (``current``) its raw payload was deleted under the retention policy.
     """
     now = clock.now()
     async with uow_factory() as uow:
@@ -115,12 +117,11 @@ async def replay_dead_letter(
 async def _remap(uow: UnitOfWork, order: OrderRecord, runtime: Runtime, *, actor: str) -> list[str]:
     """Map the order's raw payload again with the current dictionary and store the result;
     return the canonical paths that changed."""
-    raw = await uow.payloads.get(order.payload_sha256)
-    if raw is None:
-        raise ReplayRefused(
-            f"the raw payload of order {order.id} is no longer stored; replay with dictionary=first",
-            f"订单 {order.id} 的原始报文已不在存储中，请以 dictionary=first 重放",
-        )
+    try:
+        raw = await stored_payload(uow, order.payload_sha256, of_en=f"order {order.id}", of_zh=f"订单 {order.id} ")
+    except PayloadPurged as exc:
+        exc.hint = "Replay with dictionary=first: the order as first mapped is still stored"
+        raise
     payload = decode_payload(raw, max_bytes=len(raw) + 1)
     fresh, _unknown = translate(order.platform, payload, runtime, shop_header=order.shop_id)
     old_source = order.canonical.get("source") or {}

@@ -3,6 +3,7 @@
 ``postgres_server`` starts one throwaway PostgreSQL for the session, only when a test asks for it.
 ``database_url`` gives each test a fresh, migrated database on SQLite and on PostgreSQL;
 ``storage`` adds the in-memory fakes, for suites every storage implementation must pass.
+``log_scan`` (every session) fails the run when a log line holds a clear buyer name or phone.
 """
 
 from __future__ import annotations
@@ -17,8 +18,21 @@ import pytest
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from tests.support.logscan import SESSION_LOG, capture_gateway_logs, scan_logs
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.unit.fakes import FakeUnitOfWorkFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Capture the gateway's log lines for the whole session (masked, as in production), then scan
+    them and the logs of the gateway processes the tests started for clear buyer names and phone
+    numbers (tests/support/logscan.py). A finding fails the session's last test at teardown."""
+    base = tmp_path_factory.getbasetemp()
+    with capture_gateway_logs(base / SESSION_LOG):
+        yield
+    offences = scan_logs(base)
+    assert not offences, f"{len(offences)} log lines hold clear buyer data:\n" + "\n".join(offences[:20])
 
 
 @pytest.fixture(scope="session")

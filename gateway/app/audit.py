@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from gateway.app.security import requires
+from gateway.audit import Anchor, checked_anchor, verify_log
 from gateway.errors import PayloadInvalid
 from gateway.replay import DictionaryChoice, replay_dead_letter
 
@@ -150,13 +151,40 @@ class AuditController(Controller):
         return {"items": items, "next_after": items[-1]["seq"] if len(items) == limit else None}
 
     @get("/audit/verify", guards=[requires("auditor")])
-    async def audit_verify(self, request: Request) -> dict[str, Any]:
+    async def audit_verify(
+        self,
+        request: Request,
+        anchor_seq: Annotated[int | None, QueryParameter(ge=1)] = None,
+        anchor_hash: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Walk the chain. With ``anchor_seq`` and ``anchor_hash`` (from ``gateway audit anchor``)
+        also prove the chain up to that entry unchanged: ``"anchor": {"seq", "hash", "matches"}``."""
+        anchor = _anchor(anchor_seq, anchor_hash)
         c = request.app.state.container
         async with c.uow_factory(write=False) as uow:
-            check = await uow.audit.verify()
+            check = await verify_log(uow.audit, anchor)
+        body: dict[str, Any]
         if check.ok:
-            return {"ok": True, "checked": check.checked}
-        return {"ok": False, "broken_at": check.broken_at, "checked": check.checked, "reason": check.reason}
+            body = {"ok": True, "checked": check.checked}
+        else:
+            body = {"ok": False, "broken_at": check.broken_at, "checked": check.checked, "reason": check.reason}
+        if anchor is not None:
+            body["anchor"] = {"seq": anchor.seq, "hash": anchor.hash, "matches": check.anchor_matches}
+        return body
+
+
+def _anchor(seq: int | None, digest: str | None) -> Anchor | None:
+    if seq is None and not digest:
+        return None
+    if seq is None or not digest:
+        raise PayloadInvalid(
+            "give both anchor_seq and anchor_hash (as `gateway audit anchor` prints them), or neither",
+            "anchor_seq 与 anchor_hash 须同时提供（即 `gateway audit anchor` 的输出），或都不提供",
+        )
+    try:
+        return checked_anchor(seq, digest)
+    except ValueError as exc:
+        raise PayloadInvalid(str(exc), f"锚点无效：{exc}") from None
 
 
 class DeadLetterController(Controller):

@@ -11,7 +11,8 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from gateway.app.security import authorize, requires
+from gateway.app.security import authorize, caller_of, requires
+from gateway.disclosure import unmask_order
 from gateway.errors import NotFound, PayloadInvalid
 from gateway.intake import accept_order, decode_payload, evaluate, translate
 from gateway.pii import mask_order
@@ -119,6 +120,14 @@ class OrderController(Controller):
                 raise NotFound(f"no order {order_id}", f"订单 {order_id} 不存在")
             timeline = await uow.orders.timeline(order_id)
         return _order_body(order, timeline, role=request.scope["state"]["role"])
+
+    @post("/orders/{order_id:str}/unmask", guards=[requires("auditor")], status_code=200)
+    async def unmask(self, request: Request, order_id: FromPath[str]) -> dict[str, Any]:
+        """The order's receiver and buyer in clear (roles ``auditor``, ``admin``); the disclosure is
+        written to the audit log (``pii.unmasked``: who, which order, which fields) first."""
+        c = request.app.state.container
+        caller = caller_of(request)
+        return await unmask_order(c.uow_factory, order_id, actor=caller.actor, role=caller.role)
 
     @get("/orders", guards=[requires(*_READERS)])
     async def list_orders(

@@ -42,6 +42,7 @@ def serve_asgi(
         host=bound_host,
         port=bound_port,
         log_level="warning",
+        log_config=None,  # as `gateway serve`: its lines reach the root handlers, masked (tests/support/logscan.py)
         lifespan="on",
         timeout_graceful_shutdown=graceful_shutdown,
     )
