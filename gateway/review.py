@@ -38,6 +38,7 @@ from gateway.errors import Conflict, Forbidden, NotFound, PayloadInvalid
 from gateway.intake import IntakeResult, decode_payload, evaluate, store_order, translate
 from gateway.pii import redact, scrub_text
 from gateway.ports import InterceptOverride, InterceptRecord, ReviewItem, UnitOfWork, UnitOfWorkFactory
+from gateway.retention import stored_payload
 from gateway.runtime import Runtime
 
 MAX_REASON_CHARS = 1000
@@ -389,13 +390,10 @@ async def _store_overridden(
     actor: str,
 ) -> IntakeResult:
     """Map the intercept's raw payload again, set the overridden rules aside, store the order."""
-    raw = await uow.payloads.get(intercept.payload_sha256)
-    if raw is None:
-        raise OverrideRefused(
-            f"the raw payload of intercept {intercept.id} is no longer stored; the platform must send the order again",
-            f"拦截记录 {intercept.id} 的原始报文已不在存储中，需平台重新推送订单",
-            why="payload_missing",
-        )
+    # Purged under the retention policy: 410 PAYLOAD_PURGED; the platform must send the order again.
+    raw = await stored_payload(
+        uow, intercept.payload_sha256, of_en=f"intercept {intercept.id}", of_zh=f"拦截记录 {intercept.id} "
+    )
     try:
         payload = decode_payload(raw, max_bytes=len(raw) + 1)
         order, unknown = translate(intercept.platform, payload, runtime, shop_header=intercept.shop_id)

@@ -309,3 +309,30 @@ def test_an_override_covers_only_the_rules_it_names(gateway: RunningGateway, san
         assert alice.post(f"/v1/review/{order_id}/approve", json={"reason": "已成团"}).status_code == 200
     gateway.wait_state(order_id, "delivered")
     assert len(sandbox.documents("u8")) == 1
+
+
+def test_an_override_of_a_purged_intercept_answers_payload_purged(gateway: RunningGateway) -> None:
+    """The raw payload went under the retention policy: 410 PAYLOAD_PURGED, nothing stored."""
+    from datetime import timedelta
+
+    from gateway.bootstrap import build_container
+    from gateway.retention import purge_payloads
+
+    r = _post(gateway, rule_breaking_order(SAMPLES))
+    assert r.status_code == 422
+    intercept_id = r.json()["intercept_id"]
+
+    async def purge_everything() -> None:
+        c = await build_container(load_settings())
+        try:
+            # one day of retention, seen from two days ahead: every payload stored so far goes
+            await purge_payloads(c.uow_factory, days=1, now=c.clock.now() + timedelta(days=2), actor="test")
+        finally:
+            await c.aclose()
+
+    asyncio.run(purge_everything())
+    with gateway.client("it") as it:
+        assert it.post(f"/v1/intercepts/{intercept_id}/override", json={"reason": "x"}).status_code == 202
+    with _person(gateway, "it", "李工") as second:
+        r = second.post(f"/v1/intercepts/{intercept_id}/override", json={"reason": "同意放行"})
+    assert r.status_code == 410 and r.json()["code"] == "PAYLOAD_PURGED", r.text
