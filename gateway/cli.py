@@ -213,7 +213,9 @@ def audit_anchor(
     typer.echo(text, nl=False)
 
 
-mappings_app = typer.Typer(help="Field-translation dictionaries.", no_args_is_help=True)
+mappings_app = typer.Typer(
+    help="Field-translation dictionaries and rule sets: check them, and govern their versions.", no_args_is_help=True
+)
 app.add_typer(mappings_app, name="mappings")
 
 
@@ -351,7 +353,7 @@ def _size(n: int) -> str:
 
 @mappings_app.command("versions")
 def mappings_versions(
-    name: str = typer.Argument(None, help="Only this dictionary (e.g. taobao)"),
+    name: str = typer.Argument(None, help="Only this dictionary or rule set (e.g. taobao, default)"),
     state: str = typer.Option(None, help="draft, approved, published, superseded or rejected"),
 ) -> None:
     """List the dictionary versions in the database, newest first."""
