@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 
 from adapters.redis.connection import redis_client
 from adapters.sandbox import SandboxState, create_sandbox_app
+from gateway.bootstrap import Container, build_container
+from gateway.settings import Settings
 from tests.support.gateway import RunningGateway, gateway_env, run_gateway
 from tests.support.redis import RedisServer, start_redis
 from tests.support.servers import RunningSandbox, serve_asgi
@@ -65,3 +67,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def container(database_url: str) -> AsyncIterator[Container]:
+    """A gateway's container on the test module's ``database_url`` (already migrated), no worker."""
+    c = await build_container(Settings(database_url=database_url), start_worker=False, migrate=False)
+    try:
+        yield c
+    finally:
+        await c.aclose()

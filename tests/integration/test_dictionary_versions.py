@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ from tests.integration.test_dictionary_governance import MEMO, PAID_FROM_TOTAL
 pytestmark = pytest.mark.integration
 
 CLOCK = SystemClock()
-
-
-@pytest.fixture
-async def container(database_url: str) -> AsyncIterator[Container]:
-    c = await build_container(Settings(database_url=database_url), start_worker=False, migrate=False)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 async def _versions(c: Container, name: str | None = "taobao") -> list[Any]:
