@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, exists, func, literal, select
+from sqlalchemy import String, Table, bindparam, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -25,27 +25,20 @@ from adapters.db.paging import decode_cursor, page_of
 from adapters.db.tables import (
     api_keys,
     dead_letters,
-    intercept_overrides,
-    intercept_rules,
-    intercepts,
     order_bindings,
     order_timeline,
     orders,
     raw_payloads,
-    refunds,
 )
 from gateway.errors import Conflict, NotFound
 from gateway.ports import (
     ApiKeyRecord,
     Binding,
     DeadLetter,
-    InterceptOverride,
-    InterceptRecord,
     OrderRecord,
     OrderState,
     Page,
     PayloadAges,
-    RefundRecord,
     TimelineEntry,
 )
 
@@ -312,81 +305,16 @@ class SqlPayloadStore:
         return len(sizes), sum(sizes)
 
 
-class SqlInterceptRepository:
-    def __init__(self, conn: Executor) -> None:
-        self._conn = conn
-
-    async def add(self, record: InterceptRecord) -> None:
-        await _insert_record(
-            self._conn, intercepts, record, f"intercept {record.id}", f"拦截记录 {record.id}", skip=("override",)
-        )
-        if record.rule_codes:
-            await self._conn.execute(
-                intercept_rules.insert(),
-                [{"intercept_id": record.id, "rule_code": code} for code in dict.fromkeys(record.rule_codes)],
-            )
-
-    async def list(
-        self,
-        *,
-        rule: str | None,
-        platform: str | None,
-        shop: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        cursor: str | None,
-        limit: int,
-    ) -> Page:
-        """Newest first; ``since`` inclusive, ``until`` exclusive."""
-        i = intercepts
-        stmt = select(i).order_by(i.c.seq.desc()).limit(limit + 1)
-        if rule is not None:
-            stmt = stmt.where(
-                exists().where(intercept_rules.c.intercept_id == i.c.id, intercept_rules.c.rule_code == rule)
-            )
-        if platform is not None:
-            stmt = stmt.where(i.c.platform == platform)
-        if shop is not None:
-            stmt = stmt.where(i.c.shop_id == shop)
-        if since is not None:
-            stmt = stmt.where(i.c.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(i.c.created_at < until)
-        if (after := decode_cursor(cursor)) is not None:
-            stmt = stmt.where(i.c.seq < after)
-        rows = (await self._conn.execute(stmt)).all()
-        found = await overrides_of(self._conn, [row.id for row in rows[:limit]])
-        return page_of(rows, limit, lambda row: intercept_from_row(row, found.get(row.id)))
-
-    async def get(self, intercept_id: str) -> InterceptRecord | None:
-        row = (await self._conn.execute(select(intercepts).where(intercepts.c.id == intercept_id))).first()
-        if row is None:
-            return None
-        return intercept_from_row(row, (await overrides_of(self._conn, [intercept_id])).get(intercept_id))
-
-
-def intercept_from_row(row: Any, override: InterceptOverride | None = None) -> InterceptRecord:
-    return InterceptRecord(**_without(row._mapping, "seq"), override=override)
-
-
-async def overrides_of(conn: Executor, intercept_ids: Sequence[str]) -> dict[str, InterceptOverride]:
-    """The override records of these intercepts, by intercept id (most have none)."""
-    if not intercept_ids:
-        return {}
-    stmt = select(intercept_overrides).where(intercept_overrides.c.intercept_id.in_(list(intercept_ids)))
-    return {row.intercept_id: InterceptOverride(**row._mapping) for row in await conn.execute(stmt)}
-
-
 class SqlDeadLetterRepository:
     def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
     async def add(self, letter: DeadLetter) -> None:
-        await _insert_record(self._conn, dead_letters, letter, f"dead letter {letter.id}", f"死信 {letter.id}")
+        await insert_record(self._conn, dead_letters, letter, f"dead letter {letter.id}", f"死信 {letter.id}")
 
     async def get(self, letter_id: str) -> DeadLetter | None:
         row = (await self._conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id))).first()
-        return None if row is None else DeadLetter(**_without(row._mapping, "seq"))
+        return None if row is None else DeadLetter(**without_key(row._mapping, "seq"))
 
     async def list(self, *, cursor: str | None, limit: int, include_replayed: bool) -> Page:
         """Newest first."""
@@ -397,7 +325,7 @@ class SqlDeadLetterRepository:
         if (after := decode_cursor(cursor)) is not None:
             stmt = stmt.where(d.c.seq < after)
         rows = (await self._conn.execute(stmt)).all()
-        return page_of(rows, limit, lambda row: DeadLetter(**_without(row._mapping, "seq")))
+        return page_of(rows, limit, lambda row: DeadLetter(**without_key(row._mapping, "seq")))
 
     async def mark_replayed(self, letter_id: str, *, now: datetime) -> None:
         await _update_one(
@@ -412,7 +340,7 @@ class SqlApiKeyRepository:
         self._conn = conn
 
     async def add(self, record: ApiKeyRecord) -> None:
-        await _insert_record(self._conn, api_keys, record, "this API key", "该 API 密钥")
+        await insert_record(self._conn, api_keys, record, "this API key", "该 API 密钥")
 
     async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         """Revoked keys are returned too; the caller checks ``revoked_at``."""
@@ -420,74 +348,7 @@ class SqlApiKeyRepository:
         return None if row is None else ApiKeyRecord(**row._mapping)
 
 
-class SqlRefundRepository:
-    def __init__(self, conn: Executor) -> None:
-        self._conn = conn
-
-    async def get(self, platform: str, refund_id: str) -> RefundRecord | None:
-        r = refunds
-        row = (await self._conn.execute(select(r).where(r.c.platform == platform, r.c.refund_id == refund_id))).first()
-        return None if row is None else RefundRecord(**row._mapping)
-
-    async def add(self, record: RefundRecord) -> RefundRecord:
-        now = utcnow()
-        values = _refund_values(record) | {
-            "created_at": record.created_at or now,
-            "updated_at": record.updated_at or now,
-        }
-        with conflict_on_duplicate(
-            f"refund {record.refund_id} of {record.platform}", f"{record.platform} 退款 {record.refund_id}"
-        ):
-            seq = (await self._conn.execute(refunds.insert().returning(refunds.c.seq), values)).scalar_one()
-        return RefundRecord(**values, seq=seq)
-
-    async def replace(self, record: RefundRecord, *, expected_version: str | None) -> bool:
-        r = refunds
-        stmt = (
-            r.update()
-            .where(
-                r.c.platform == record.platform,
-                r.c.refund_id == record.refund_id,
-                r.c.platform_version.is_not_distinct_from(literal(expected_version, String())),
-            )
-            .values(**_refund_values(record), updated_at=record.updated_at or utcnow())
-        )
-        return (await self._conn.execute(stmt)).rowcount == 1
-
-    async def stored_for_order(self, platform: str, platform_order_id: str) -> bool | None:
-        return None  # concurrent writers: a refund may commit beside this transaction
-
-    async def for_order(self, platform: str, platform_order_id: str) -> list[RefundRecord]:
-        r = refunds
-        stmt = select(r).where(r.c.platform == platform, r.c.platform_order_id == platform_order_id).order_by(r.c.seq)
-        return [RefundRecord(**row._mapping) for row in await self._conn.execute(stmt)]
-
-    async def mark_applied(self, platform: str, refund_ids: Sequence[str], *, order_id: str, now: datetime) -> None:
-        if not refund_ids:
-            return
-        r = refunds
-        await self._conn.execute(
-            r.update()
-            .where(r.c.platform == platform, r.c.refund_id.in_(list(refund_ids)))
-            .values(state="applied", order_id=order_id, applied_at=now, updated_at=now)
-        )
-
-
-def _refund_values(record: RefundRecord) -> dict[str, Any]:
-    return {
-        "platform": record.platform,
-        "refund_id": record.refund_id,
-        "platform_order_id": record.platform_order_id,
-        "order_id": record.order_id,
-        "platform_version": record.platform_version,
-        "state": record.state,
-        "canonical": record.canonical,
-        "payload_sha256": record.payload_sha256,
-        "applied_at": record.applied_at,
-    }
-
-
-async def _insert_record(
+async def insert_record(
     conn: Executor, table: Table, record: Any, what_en: str, what_zh: str, *, skip: tuple[str, ...] = ()
 ) -> None:
     """Insert a record whose fields (but ``skip``) are columns of ``table``, stamping ``created_at``
@@ -498,5 +359,5 @@ async def _insert_record(
         await conn.execute(table.insert(), values)
 
 
-def _without(mapping: Any, key: str) -> dict[str, Any]:
+def without_key(mapping: Any, key: str) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k != key}

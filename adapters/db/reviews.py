@@ -8,8 +8,9 @@ from datetime import datetime
 from sqlalchemy import exists, select
 
 from adapters.db.engine import Executor
+from adapters.db.intercepts import intercept_from_row
 from adapters.db.paging import decode_cursor, page_of
-from adapters.db.repositories import conflict_on_duplicate, intercept_from_row
+from adapters.db.repositories import conflict_on_duplicate
 from adapters.db.tables import intercept_overrides, intercept_rules, intercepts, orders
 from gateway.ports import InterceptOverride, InterceptRecord, OrderRecord, Page, ReviewItem
 

@@ -21,11 +21,11 @@ import msgspec
 
 from adapters.db.audit_log import SqlAuditLog, draft, seal
 from adapters.db.outbox import SqlOutbox
+from adapters.db.refunds import SqlRefundRepository
 from adapters.db.repositories import (
     PAYLOAD_ZLIB_LEVEL,
     SqlOrderRepository,
     SqlPayloadStore,
-    SqlRefundRepository,
     binding_from_row,
     conflict_on_duplicate,
     utcnow,

@@ -19,15 +19,15 @@ from adapters.db.audit_log import SqlAuditLog
 from adapters.db.controls import SqlTargetControls
 from adapters.db.dictionaries import SqlDictionaryVersions
 from adapters.db.engine import Database, Executor
+from adapters.db.intercepts import SqlInterceptRepository
 from adapters.db.outbox import SqlOutbox
 from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
+from adapters.db.refunds import SqlRefundRepository
 from adapters.db.repositories import (
     SqlApiKeyRepository,
     SqlDeadLetterRepository,
-    SqlInterceptRepository,
     SqlOrderRepository,
     SqlPayloadStore,
-    SqlRefundRepository,
 )
 from adapters.db.reviews import SqlReviewRepository
 from adapters.db.sqlite_direct import (
