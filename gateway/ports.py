@@ -515,6 +515,97 @@ class UnknownFields(Protocol):
         """Confirm or dismiss a field still ``new``; False when it was decided already."""
 
 
+class StockReport(msgspec.Struct, kw_only=True, frozen=True):
+    """One line of ``POST /v1/stock``: what a WMS or ERP counted of one SKU in one warehouse."""
+
+    sku: str  # the merchant SKU (canonical ``lines[].merchant_sku``)
+    warehouse: str
+    on_hand: int
+    reserved: int = 0  # what the WMS has allocated itself (orders it knows of, not yet shipped)
+    as_of: datetime  # when it was counted: an older count never replaces a newer one
+
+
+class StockLevel(msgspec.Struct, kw_only=True, frozen=True):
+    """The stock of one SKU in one warehouse as the rules see it.
+
+    ``pending`` is what the gateway has reserved for orders it accepted *after* the count
+    (``as_of``): a count already reflects the orders before it, so each new count starts the
+    gateway's own share afresh and nothing reserved is ever leaked.
+    """
+
+    sku: str
+    warehouse: str
+    on_hand: int
+    reserved: int
+    pending: int
+    as_of: datetime
+
+    @property
+    def available(self) -> int:
+        """On hand less what the WMS and the gateway have promised (safety stock not taken off)."""
+        return self.on_hand - self.reserved - self.pending
+
+
+class StockPutResult(msgspec.Struct, kw_only=True, frozen=True):
+    applied: int  # counts stored
+    stale: int  # counts older than the stored one for their SKU and warehouse: ignored
+
+
+class Reservation(msgspec.Struct, kw_only=True, frozen=True):
+    """What an accepted order holds of one SKU in one warehouse. ``floor``: when not None, the
+    reservation may only be made while ``available - qty >= floor`` (the safety stock) for a SKU
+    and warehouse that has a count; else the whole reservation is refused with ``Conflict``."""
+
+    sku: str
+    warehouse: str
+    qty: int
+    floor: int | None = None
+
+
+class StockRepository(Protocol):
+    """Counts reported by the WMS or ERP (``POST /v1/stock``) and the gateway's reservations."""
+
+    async def put(self, reports: Sequence[StockReport], *, now: datetime) -> StockPutResult:
+        """Store each count unless the stored one for its SKU and warehouse is newer (``as_of``)."""
+
+    async def levels(self, skus: Sequence[str]) -> list[StockLevel]:
+        """Every warehouse's level of each of ``skus`` that has a count."""
+
+    async def reserve(self, order_id: str, items: Sequence[Reservation], *, at: datetime) -> None:
+        """Replace the order's reservations with ``items`` (none: release them all). With the rows
+        locked (PostgreSQL ``FOR UPDATE``; SQLite's single writer), checks each item's ``floor``
+        against the level without the order's own earlier reservations; ``Conflict`` when one
+        fails, and nothing is changed."""
+
+    async def release(self, order_id: str) -> None:
+        """Drop the order's reservations (cancelled, rejected by a person)."""
+
+
+class FingerprintMatch(msgspec.Struct, kw_only=True, frozen=True):
+    """Another order with the same fingerprint (``gateway.rules.facts``)."""
+
+    order_id: str
+    platform: str
+    shop_id: str
+    platform_order_id: str
+    at: datetime
+
+
+class FingerprintRepository(Protocol):
+    """Keyed hashes of who and what an order is for (receiver phone + address + SKU set), for the
+    cross-channel duplicate rule; the hashes are HMACs, never the phone or address itself."""
+
+    async def add(
+        self, fingerprint: str, *, order_id: str, platform: str, shop_id: str, platform_order_id: str, at: datetime
+    ) -> None:
+        """Record it (a repeat of the same fingerprint and order is a no-op)."""
+
+    async def matches(
+        self, fingerprint: str, *, since: datetime, exclude_order_id: str | None
+    ) -> list[FingerprintMatch]:
+        """Orders recorded with ``fingerprint`` at or after ``since``, oldest first."""
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without ``commit()`` rolls back."""
 
@@ -530,6 +621,8 @@ class UnitOfWork(Protocol):
     refunds: RefundRepository
     dictionaries: DictionaryVersions
     unknown_fields: UnknownFields
+    stock: StockRepository
+    fingerprints: FingerprintRepository
 
     async def __aenter__(self) -> Self: ...
 

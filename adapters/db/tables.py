@@ -395,3 +395,43 @@ Index(
     postgresql_where=text("state = 'held'"),
 )
 Index("ix_intercepts_order_id", intercepts.c.order_id)
+
+# Stock (gateway/stock.py, ``POST /v1/stock``): the newest count of each SKU in each warehouse as a
+# WMS or ERP reported it (``as_of``: when it was counted), and what the gateway reserved for the
+# orders it accepted. A level's ``pending`` is the sum of the reservations made after its count: a
+# count already reflects the orders before it. No foreign key to ``orders`` (migration 0009).
+stock_levels = Table(
+    "stock_levels",
+    metadata,
+    Column("sku", String(120), primary_key=True),
+    Column("warehouse", String(80), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),  # what the WMS allocated itself
+    Column("as_of", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+stock_reservations = Table(
+    "stock_reservations",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("sku", String(120), primary_key=True),
+    Column("warehouse", String(80), primary_key=True),
+    Column("qty", BigInteger, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_stock_reservations_sku_warehouse_at", "sku", "warehouse", "at"),
+)
+
+# Keyed hashes (HMAC) of who and what an order is for, for the cross-channel duplicate rule: never
+# the phone or address itself.
+order_fingerprints = Table(
+    "order_fingerprints",
+    metadata,
+    Column("fingerprint", String(128), primary_key=True),
+    Column("order_id", String(40), primary_key=True),
+    Column("platform", String(40), nullable=False),
+    Column("shop_id", String(120), nullable=False),
+    Column("platform_order_id", String(120), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_order_fingerprints_fingerprint_at", "fingerprint", "at"),
+)
