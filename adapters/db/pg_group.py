@@ -22,8 +22,11 @@ The head row is locked from step 2 to the end of the COMMIT, once per group rath
 order. A unit whose binding was already taken (a repeat, or a concurrent first submission that
 another transaction stored first) gets ``Conflict`` and none of its rows is stored; intake then
 looks the binding up (a 200). Units of another shape (a held order and its intercept, an update,
-a rejection), and every unit of a group whose transaction failed, are written one by one, each in
-its own transaction through the Core repositories, as without grouping.
+a rejection, any unit that reserves or releases stock or records a fingerprint), and every unit of
+a group whose transaction failed, are written one by one, each in its own transaction through the
+Core repositories, as without grouping. An error of such a unit (a stock reservation refused below
+its safety stock: ``Conflict`` with ``details["reason"] == "stock_below_floor"``) is raised by its
+``commit()``, with nothing of the unit stored.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
@@ -40,8 +44,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.db.audit_log import Draft, draft, seal
 from adapters.db.repositories import PAYLOAD_ZLIB_LEVEL, SqlOrderRepository, binding_from_row, utcnow
+from adapters.db.stock import SqlFingerprintRepository, SqlStockRepository
 from gateway.errors import Conflict
-from gateway.ports import Binding, InterceptRecord, OrderRecord, OrderState
+from gateway.ports import (
+    Binding,
+    FingerprintMatch,
+    InterceptRecord,
+    OrderRecord,
+    OrderState,
+    Reservation,
+    StockLevel,
+    StockPutResult,
+    StockReport,
+)
 
 if TYPE_CHECKING:
     from adapters.db.engine import Database
@@ -201,6 +216,7 @@ class _Unit:
 
 
 # A unit step 1 can write: exactly one order, payload and audit entry, any timeline and outbox rows.
+# Anything else (stock reservations, fingerprints, intercepts, updates) makes the unit go alone.
 _ONE_EACH = (("orders", "add"), ("payloads", "put"), ("audit", "append"))
 _GROUP_SHAPE = {*_ONE_EACH, ("orders", "add_timeline"), ("outbox", "add")}
 
@@ -367,10 +383,14 @@ class GroupedUnitOfWork:
 
     Offers what intake uses: ``orders`` (``find_binding`` and ``get`` read; ``add``,
     ``add_timeline``, ``replace_canonical``, ``set_state``, ``set_state_if``, ``set_erp`` are
-    recorded),
-    ``payloads.put``, ``outbox.add``, ``audit.append`` and ``intercepts.add``. What a recorded
-    write would return and only the database knows is not known before ``commit()``: ``add``
-    returns the record without ``seq``, ``outbox.add`` returns 0, ``audit.append`` None.
+    recorded), ``payloads.put``, ``outbox.add``, ``audit.append``, ``intercepts.add``, ``stock``
+    (``levels`` reads; ``reserve``, ``release`` and ``put`` are recorded) and ``fingerprints``
+    (``matches`` reads; ``add`` is recorded). Reads run at once, each on a connection of its own,
+    outside the unit's transaction. What a recorded write would return or raise and only the
+    database knows is not known before ``commit()``: ``add`` returns the record without ``seq``,
+    ``outbox.add`` returns 0, ``audit.append`` None, ``stock.put`` zero counts, and a reservation
+    refused below its safety stock is a ``Conflict`` from ``commit()``, not from ``reserve``. A
+    unit with stock or fingerprint writes is written on its own (not grouped).
     Leaving the block without ``commit()`` writes nothing.
     """
 
@@ -384,6 +404,8 @@ class GroupedUnitOfWork:
         self.outbox = _Outbox(self)
         self.audit = _Audit(self)
         self.intercepts = _Intercepts(self)
+        self.stock = _Stock(self)
+        self.fingerprints = _Fingerprints(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -511,3 +533,51 @@ class _Intercepts:
 
     async def add(self, record: InterceptRecord) -> None:
         self._uow._record("intercepts", "add", record)
+
+
+class _Stock:
+    def __init__(self, uow: GroupedUnitOfWork) -> None:
+        self._uow = uow
+
+    async def levels(self, skus: Sequence[str]) -> list[StockLevel]:
+        async with self._uow._db.engine.connect() as conn:
+            return await SqlStockRepository(conn).levels(skus)
+
+    async def reserve(self, order_id: str, items: Sequence[Reservation], *, at: datetime) -> None:
+        """Recorded; the floor is checked (rows locked) when the unit is written at ``commit()``."""
+        self._uow._record("stock", "reserve", order_id, list(items), at=at)
+
+    async def release(self, order_id: str) -> None:
+        self._uow._record("stock", "release", order_id)
+
+    async def put(self, reports: Sequence[StockReport], *, now: datetime) -> StockPutResult:
+        """Recorded; how many counts were stale is only known at ``commit()``: zero counts here."""
+        self._uow._record("stock", "put", list(reports), now=now)
+        return StockPutResult(applied=0, stale=0)
+
+
+class _Fingerprints:
+    def __init__(self, uow: GroupedUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(
+        self, fingerprint: str, *, order_id: str, platform: str, shop_id: str, platform_order_id: str, at: datetime
+    ) -> None:
+        self._uow._record(
+            "fingerprints",
+            "add",
+            fingerprint,
+            order_id=order_id,
+            platform=platform,
+            shop_id=shop_id,
+            platform_order_id=platform_order_id,
+            at=at,
+        )
+
+    async def matches(
+        self, fingerprint: str, *, since: datetime, exclude_order_id: str | None
+    ) -> list[FingerprintMatch]:
+        async with self._uow._db.engine.connect() as conn:
+            return await SqlFingerprintRepository(conn).matches(
+                fingerprint, since=since, exclude_order_id=exclude_order_id
+            )

@@ -39,6 +39,7 @@ from adapters.db.sqlite_direct import (
 )
 from adapters.db.sqlite_reader import ReaderSession
 from adapters.db.sqlite_writer import WriterSession
+from adapters.db.stock import SqlFingerprintRepository, SqlStockRepository
 from adapters.db.unknown_fields import SqlUnknownFields
 
 
@@ -77,6 +78,8 @@ class SqlUnitOfWork:
     refunds: SqlRefundRepository  # SqliteRefundRepository in SQLite's writer
     dictionaries: SqlDictionaryVersions
     unknown_fields: SqlUnknownFields
+    stock: SqlStockRepository
+    fingerprints: SqlFingerprintRepository
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -120,6 +123,8 @@ class SqlUnitOfWork:
             else SqlRefundRepository(conn)
         )
         self.unknown_fields = SqlUnknownFields(conn)
+        self.stock = SqlStockRepository(conn)
+        self.fingerprints = SqlFingerprintRepository(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

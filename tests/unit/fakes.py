@@ -24,6 +24,7 @@ from gateway.ports import (
     Binding,
     DeadLetter,
     DueRow,
+    FingerprintMatch,
     InterceptOverride,
     InterceptRecord,
     OrderRecord,
@@ -32,10 +33,15 @@ from gateway.ports import (
     Page,
     PayloadAges,
     RefundRecord,
+    Reservation,
     ReviewItem,
+    StockLevel,
+    StockPutResult,
+    StockReport,
     TargetBacklog,
     TimelineEntry,
 )
+from gateway.stock import check_floors, combine, one_per_key
 from gateway.stopline import Control
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -83,6 +89,9 @@ class FakeState:
     controls: dict[str, Control] = field(default_factory=dict)
     refunds: dict[tuple[str, str], RefundRecord] = field(default_factory=dict)
     overrides: dict[str, InterceptOverride] = field(default_factory=dict)  # by intercept id
+    stock: dict[tuple[str, str], StockReport] = field(default_factory=dict)  # (sku, warehouse) → newest count
+    reservations: dict[tuple[str, str, str], tuple[int, datetime]] = field(default_factory=dict)  # → (qty, at)
+    fingerprints: dict[tuple[str, str], FingerprintMatch] = field(default_factory=dict)  # (fingerprint, order id)
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -635,6 +644,93 @@ class FakeRefundRepository:
                 stored.state, stored.order_id, stored.applied_at, stored.updated_at = "applied", order_id, now, now
 
 
+class FakeStockRepository:
+    """Write units of work run one at a time (the factory's lock), as on SQLite: ``reserve`` needs
+    no row locks to decide two orders for the last unit one after the other."""
+
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    def _pending(self, sku: str, warehouse: str, as_of: datetime, exclude_order_id: str | None = None) -> int:
+        return sum(
+            qty
+            for (order_id, s, w), (qty, at) in self._s.reservations.items()
+            if (s, w) == (sku, warehouse) and at > as_of and order_id != exclude_order_id
+        )
+
+    async def put(self, reports: Sequence[StockReport], *, now: datetime) -> StockPutResult:
+        one_per_key(reports)
+        applied = 0
+        for r in reports:
+            key = (r.sku, r.warehouse)
+            stored = self._s.stock.get(key)
+            if stored is None or stored.as_of <= r.as_of:
+                self._s.stock[key] = msgspec.structs.replace(r, as_of=r.as_of.astimezone(UTC))
+                applied += 1
+        return StockPutResult(applied=applied, stale=len(reports) - applied)
+
+    async def levels(self, skus: Sequence[str]) -> list[StockLevel]:
+        wanted = set(skus)
+        return [
+            StockLevel(
+                sku=r.sku,
+                warehouse=r.warehouse,
+                on_hand=r.on_hand,
+                reserved=r.reserved,
+                pending=self._pending(r.sku, r.warehouse, r.as_of),
+                as_of=r.as_of,
+            )
+            for key, r in sorted(self._s.stock.items())
+            if key[0] in wanted
+        ]
+
+    async def reserve(self, order_id: str, items: Sequence[Reservation], *, at: datetime) -> None:
+        wanted = combine(items)
+        available = {
+            key: r.on_hand - r.reserved - self._pending(*key, r.as_of, exclude_order_id=order_id)
+            for key in wanted
+            if (r := self._s.stock.get(key)) is not None
+        }
+        check_floors(order_id, wanted, available)
+        await self.release(order_id)
+        for (sku, warehouse), r in wanted.items():
+            if r.qty > 0:
+                self._s.reservations[(order_id, sku, warehouse)] = (r.qty, at.astimezone(UTC))
+
+    async def release(self, order_id: str) -> None:
+        for key in [k for k in self._s.reservations if k[0] == order_id]:
+            del self._s.reservations[key]
+
+
+class FakeFingerprintRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add(
+        self, fingerprint: str, *, order_id: str, platform: str, shop_id: str, platform_order_id: str, at: datetime
+    ) -> None:
+        self._s.fingerprints.setdefault(
+            (fingerprint, order_id),
+            FingerprintMatch(
+                order_id=order_id,
+                platform=platform,
+                shop_id=shop_id,
+                platform_order_id=platform_order_id,
+                at=at.astimezone(UTC),
+            ),
+        )
+
+    async def matches(
+        self, fingerprint: str, *, since: datetime, exclude_order_id: str | None
+    ) -> list[FingerprintMatch]:
+        found = [
+            m
+            for (fp, order_id), m in self._s.fingerprints.items()
+            if fp == fingerprint and m.at >= since and order_id != exclude_order_id
+        ]
+        return sorted(found, key=lambda m: (m.at, m.order_id))
+
+
 class FakeUnitOfWork:
     def __init__(self, factory: FakeUnitOfWorkFactory, *, write: bool) -> None:
         self._factory = factory
@@ -653,6 +749,8 @@ class FakeUnitOfWork:
         self.keys = FakeApiKeyRepository(state)
         self.controls = FakeTargetControls(state)
         self.refunds = FakeRefundRepository(state)
+        self.stock = FakeStockRepository(state)
+        self.fingerprints = FakeFingerprintRepository(state)
 
     async def __aenter__(self) -> Self:
         if self._lock is not None:
