@@ -18,6 +18,7 @@ from gateway.app.ops import OpsController
 from gateway.app.orders import OrderController, intake_wake
 from gateway.app.refunds import RefundController
 from gateway.app.review import ReviewController
+from gateway.app.stock import StockController
 from gateway.app.targets import TargetController
 from gateway.bootstrap import Container, build_container
 from gateway.clock import Clock
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             RulesController,
             RefundController,
             ReviewController,
+            StockController,
             AdminController,
         ],
         lifespan=[lifespan],
