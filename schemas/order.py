@@ -116,6 +116,9 @@ class Line(Base, kw_only=True):
     paid_fen: Fen
     is_gift: bool = False
     refund: LineRefund = msgspec.field(default_factory=LineRefund)
+    # The rule set's action that added this line (a gift chosen by ``gateway.rules.actions``);
+    # None for the platform's own lines.
+    added_by: str | None = None
 
 
 class Totals(Base, kw_only=True):
@@ -183,6 +186,16 @@ class Source(Base, kw_only=True):
     raw_sha256: str | None = None
 
 
+class Fulfilment(Base, kw_only=True):
+    """What the rule set's actions chose for the order (``gateway.rules.actions``): the ERP
+    document carries it (the ERP dictionary decides where)."""
+
+    tags: list[str] = msgspec.field(default_factory=list)
+    carrier: str | None = None  # the gateway's carrier code (SF, ZTO, …)
+    warehouse: str | None = None  # the warehouse code stock is taken from
+    actions: list[str] = msgspec.field(default_factory=list)  # ids of the actions applied, in order
+
+
 class CanonicalOrder(Base, kw_only=True):
     """One platform order in the gateway's own words."""
 
@@ -209,3 +222,4 @@ class CanonicalOrder(Base, kw_only=True):
     shipments: list[Shipment] = msgspec.field(default_factory=list)
     source: Source = msgspec.field(default_factory=Source)
     presale: Presale | None = None  # a presale (定金预售) order's stages; None for an ordinary order
+    fulfilment: Fulfilment = msgspec.field(default_factory=Fulfilment)

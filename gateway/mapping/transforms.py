@@ -283,6 +283,16 @@ def prefix_map(value: Any, *, map: dict[str, Any], default: Any = None) -> Any: 
 _CIPHER = re.compile(r"^(~.*~|##.*##|\$.*\$)$", re.S)
 
 
+def join(value: Any, *, sep: str = ",") -> str | None:
+    """A list of texts → one text (``["VIP", "GIFT"]`` → ``"VIP,GIFT"``); empty or None → None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    items = [str(v) for v in value if v is not None and v != ""]
+    return sep.join(items) if items else None
+
+
 def pii_state(*values: Any) -> str:
     """``plain``, ``masked`` (asterisks), ``encrypted`` (platform ciphertext) or ``absent``."""
     present = [v for v in values if isinstance(v, str) and v.strip()]
@@ -312,6 +322,7 @@ TRANSFORMS: dict[str, Callable[..., Any]] = {
     "bool": as_bool,
     "prefix_map": prefix_map,
     "strftime": strftime,
+    "join": join,
 }
 """Transforms a dictionary may name. ``enum`` is built in: it looks the value up in a table."""
 
