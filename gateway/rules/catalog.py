@@ -16,6 +16,8 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.rules.actions import Action, ActionSpec, apply_actions, compile_actions
+from gateway.rules.facts import NO_FACTS, Facts
 from schemas.order import CanonicalOrder
 
 Severity = Literal["reject", "hold", "warn"]
@@ -40,6 +42,7 @@ class RulesetMeta(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 class RulesetSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ruleset: RulesetMeta
     rules: dict[str, RuleSpec]
+    actions: list[ActionSpec] = msgspec.field(default_factory=list)
 
 
 class Violation(msgspec.Struct, kw_only=True, frozen=True):
@@ -62,11 +65,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What checks may know besides the order: the shop and its target's value tables."""
+    """What checks may know besides the order: the shop, its target's value tables, and what the
+    database knows of the order (``facts``: none in a dry run without history)."""
 
     shop_id: str
     target: str
     tables: dict[str, dict[str, Any]]
+    facts: Facts = NO_FACTS
 
 
 Check = Callable[[CanonicalOrder, RuleContext, dict[str, Any]], Iterable[Finding]]
@@ -95,6 +100,17 @@ class Ruleset:
     rules: dict[str, RuleSpec]
     declared: str = "1"  # ``[ruleset] version``
     digest: str = ""  # sha256 of the text alone: what identifies a stored version of the rule set
+    actions: tuple[Action, ...] = ()
+
+    def active(self, code: str) -> bool:
+        spec = self.rules.get(code)
+        return spec is not None and spec.enabled
+
+    def judge(self, order: CanonicalOrder, ctx: RuleContext) -> tuple[CanonicalOrder, list[Violation]]:
+        """Run the actions, then the checks on what they made: the order as it will be stored and
+        delivered, and its violations, most severe first."""
+        acted = apply_actions(self.actions, order, ctx)
+        return acted, self.evaluate(acted, ctx)
 
     def evaluate(self, order: CanonicalOrder, ctx: RuleContext) -> list[Violation]:
         """Run every applicable rule; return the violations, most severe first."""
@@ -160,7 +176,7 @@ def ruleset_from_text(
             check implements, an override for a rule the text lacks, or a message whose braces
             do not pair; the message names ``origin``.
     """
-    from gateway.rules import checks  # noqa: F401 - registers the checks
+    from gateway.rules import checks, stateful  # noqa: F401 - registers the checks
 
     try:
         spec = msgspec.convert(tomllib.loads(text), RulesetSpec)
@@ -188,6 +204,7 @@ def ruleset_from_text(
                 raise ConfigError(
                     f"{origin}: rules.{code}.{which}: {exc}", f"{origin}：rules.{code}.{which} 的花括号不成对：{exc}"
                 ) from None
+    actions = compile_actions(spec.actions, origin)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     effective = digest
     if overrides:
@@ -198,4 +215,5 @@ def ruleset_from_text(
         rules=rules,
         declared=spec.ruleset.version,
         digest=digest,
+        actions=actions,
     )

@@ -98,6 +98,10 @@ def test_the_rule_set_has_every_rule_with_both_messages() -> None:
         "MEMBER_DISCOUNT_LIMIT",
         "NOT_PAID",
         "PRESALE_BALANCE_UNPAID",
+        "ADDRESS_CHANGE_REPEATED",
+        "ADDRESS_FREIGHT_DIFF",
+        "CROSS_CHANNEL_DUPLICATE",
+        "OVERSELL",
     ]
     assert all(spec.message_zh and spec.message_en and spec.enabled for spec in RULESET.rules.values())
     for code in ("FULL_REDUCTION_THRESHOLD", "MEMBER_DISCOUNT_LIMIT", "NOT_PAID", "PRESALE_BALANCE_UNPAID"):
