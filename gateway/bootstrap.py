@@ -256,6 +256,11 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
                 hint="Raise GATEWAY_LEASE_SECONDS above the target's timeout_s + connect_timeout_s",
             )
     limits = {n: t.limits for n, t in config.targets.items()}
+    if not settings.fingerprint_key:
+        log.warning(
+            "GATEWAY_FINGERPRINT_KEY is unset: duplicate fingerprints use a built-in key; "
+            "set a secret of 32 or more random characters in production"
+        )
     if settings.redis_url:
         c.redis = redis_client(settings.redis_url)
         c.limiter = RedisConcurrencyLimiter(c.redis, limits)

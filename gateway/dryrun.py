@@ -365,7 +365,7 @@ def judge(ruleset: Ruleset | None, item: CorpusItem, runtime: Runtime) -> Judgem
         return Judgement(None, {}, error=f"shop {shop_id!r} is not configured")
     ctx = RuleContext(shop_id=shop_id, target=shop.target, tables=runtime.tables.get(shop.target, {}))
     try:
-        violations = ruleset.evaluate(order, ctx)
+        violations = ruleset.judge(order, ctx)[1]  # the actions first: gift SKUs meet UNKNOWN_SKU
     except (GatewayError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return _judgement_failed(exc)
     findings: dict[str, str] = {}

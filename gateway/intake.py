@@ -16,7 +16,9 @@ transaction of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +29,11 @@ from gateway.clock import Clock
 from gateway.errors import Conflict, MappingError, PayloadInvalid, PayloadTooLarge, UnknownPlatform
 from gateway.ids import new_id
 from gateway.mapping.dictionary import CompiledDictionary
+from gateway.order_facts import DEV_FINGERPRINT_KEY, gather_facts, record_facts, timeline_detail
 from gateway.pii import mask_order
-from gateway.ports import Binding, InterceptRecord, OrderRecord, UnitOfWork, UnitOfWorkFactory
+from gateway.ports import InterceptRecord, OrderRecord, UnitOfWork, UnitOfWorkFactory
 from gateway.rules.catalog import RuleContext, Violation
+from gateway.rules.facts import NO_FACTS, Facts
 from gateway.runtime import Runtime
 from schemas.order import PLATFORMS, CanonicalOrder
 
@@ -42,6 +46,8 @@ class IntakeResult:
     body: dict[str, Any]
     order_id: str | None = None
     outcome: str = "accepted"  # accepted | held | intercepted | duplicate | updated
+    rules_seconds: float = 0.0  # spent on the rules: facts read, actions, checks (every pass)
+    state: str | None = None  # the stored order's state after this request
 
 
 def decode_payload(body: bytes, *, max_bytes: int) -> Any:
@@ -87,10 +93,21 @@ def translate(
     return order, dictionary.unknown_fields(payload)
 
 
-def evaluate(order: CanonicalOrder, runtime: Runtime) -> list[Violation]:
+def rule_context(order: CanonicalOrder, runtime: Runtime, facts: Facts = NO_FACTS) -> RuleContext:
     shop = runtime.config.shops[order.shop_id or ""]
-    ctx = RuleContext(shop_id=order.shop_id or "", target=shop.target, tables=runtime.tables[shop.target])
-    return runtime.ruleset.evaluate(order, ctx)
+    return RuleContext(shop_id=order.shop_id or "", target=shop.target, tables=runtime.tables[shop.target], facts=facts)
+
+
+def evaluate(order: CanonicalOrder, runtime: Runtime) -> list[Violation]:
+    """The order's violations without what the database knows of it (no history, stock or
+    duplicates): dry runs and replays."""
+    return runtime.ruleset.judge(order, rule_context(order, runtime))[1]
+
+
+def verdict_of(violations: list[Violation]) -> str:
+    if any(v.severity == "reject" for v in violations):
+        return "reject"
+    return "hold" if any(v.severity == "hold" for v in violations) else "accept"
 
 
 def _newer(new: str | None, old: str | None) -> bool:
@@ -109,6 +126,7 @@ async def accept_order(
     clock: Clock,
     max_bytes: int,
     actor: str = "platform",
+    fingerprint_key: bytes = DEV_FINGERPRINT_KEY,
     observe_unknown: Callable[[CompiledDictionary, Any, list[str]], None] | None = None,
 ) -> IntakeResult:
     """Take one order payload; return the answer to send. Raises ``RequestError``s for 4xx.
@@ -124,45 +142,54 @@ async def accept_order(
         source=msgspec.structs.replace(order.source, raw_sha256=sha, fetched_at=now.isoformat(timespec="seconds")),
     )
     dictionary = runtime.platform_dictionaries[platform]
-    violations = evaluate(order, runtime)
-    verdict = (
-        "reject"
-        if any(v.severity == "reject" for v in violations)
-        else ("hold" if any(v.severity == "hold" for v in violations) else "accept")
-    )
+    ruleset = runtime.ruleset
+    canonical_in = msgspec.to_builtins(order)  # once: the facts' diff and fingerprint read it
     # On PostgreSQL two first submissions of one order can both miss the binding and race to insert
-    # it; the loser's insert is a Conflict, and its second pass finds the winner's binding (a 200).
-    # SQLite's single writer cannot race, and a third pass is never needed.
+    # it; the loser's insert is a Conflict, and its next pass finds the winner's binding (a 200).
     # A factory may offer ``group_commit`` (PostgreSQL): units whose writes are stored together
-    # with other requests' in one transaction. Then an order that passes the rules, usually a new
-    # one, is stored without looking its binding up first: a binding already there makes the commit
-    # a Conflict with nothing stored, and the next pass looks it up as above.
+    # with other requests' in one transaction. Then the first pass stores the order as new without
+    # looking its binding up (usually it is new): a binding already there makes the commit a
+    # Conflict with nothing stored, and the next pass looks it up. A rejection stores no binding,
+    # so it looks first. A stock reservation that another order's took meanwhile is a Conflict too
+    # (``StockRepository.reserve``), and the next pass judges with the stock as it is now.
     grouped = getattr(uow_factory, "group_commit", None)
-    speculate = grouped is not None and verdict == "accept"
-    attempts = (1, 2, 3) if speculate else (1, 2)
+    attempts = (1, 2, 3, 4) if grouped is not None else (1, 2, 3)
+    rules_s = 0.0
     for attempt in attempts:
         try:
             async with (grouped or uow_factory)() as uow:
-                if speculate and attempt == 1:
-                    binding = None
-                else:
-                    binding = await uow.orders.find_binding(platform, order.shop_id or "", order.order_id)
+                looked = grouped is None or attempt > 1
+                binding = (
+                    await uow.orders.find_binding(platform, order.shop_id or "", order.order_id) if looked else None
+                )
                 if binding is not None and (
                     binding.payload_sha256 == sha or not _newer(order.platform_version, binding.platform_version)
                 ):
                     stored = await uow.orders.get(binding.order_id)
                     assert stored is not None
-                    return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate")
+                    return IntakeResult(200, _answer(stored, unknown), stored.id, "duplicate", rules_s)
+                stored = await uow.orders.get(binding.order_id) if binding is not None else None
+                started = time.perf_counter()
+                facts = await gather_facts(
+                    uow, order, canonical_in, stored=stored, ruleset=ruleset, now=now, key=fingerprint_key
+                )
+                acted, violations = ruleset.judge(order, rule_context(order, runtime, facts))
+                verdict = verdict_of(violations)
+                rules_s += time.perf_counter() - started
+                if not looked and verdict == "reject":
+                    binding = await uow.orders.find_binding(platform, order.shop_id or "", order.order_id)
+                    if binding is not None:
+                        continue  # a known order: the next pass judges it as the version it is
                 await uow.payloads.put(sha, body)
-                canonical = msgspec.to_builtins(order)  # once: the order row, an intercept's snapshot, the diff
+                canonical = msgspec.to_builtins(acted) if acted is not order else canonical_in
                 if verdict == "reject":
                     result = await _intercept(
-                        uow, order, canonical, violations, sha, dictionary.version, runtime, unknown, actor
+                        uow, acted, canonical, violations, sha, dictionary.version, runtime, unknown, actor
                     )
                 elif binding is None:
                     result = await _store_new(
                         uow,
-                        order,
+                        acted,
                         canonical,
                         violations,
                         verdict,
@@ -174,8 +201,20 @@ async def accept_order(
                         actor,
                     )
                 else:
+                    assert stored is not None
                     result = await _store_update(
-                        uow, binding, order, canonical, violations, verdict, sha, runtime, clock, unknown, actor
+                        uow, stored, acted, canonical, violations, verdict, sha, runtime, clock, unknown, actor, facts
+                    )
+                if result.order_id is not None and result.status_code == 202:
+                    await record_facts(
+                        uow,
+                        acted,
+                        facts,
+                        order_id=result.order_id,
+                        state=result.state or "",
+                        ruleset=ruleset,
+                        tables=rule_context(order, runtime).tables,
+                        now=now,
                     )
                 # Refunds to apply to it (stored before it arrived, or carried by the version it
                 # replaces): known here where no refund can commit beside this transaction.
@@ -190,6 +229,7 @@ async def accept_order(
             if attempt == attempts[-1]:
                 raise
             continue
+        result = dataclasses.replace(result, rules_seconds=rules_s)
         if result.status_code == 202 and unknown and observe_unknown is not None:
             observe_unknown(dictionary, payload, unknown)
         if result.status_code == 202 and result.order_id is not None and refunds_stored is not False:
@@ -202,7 +242,10 @@ async def accept_order(
                 uow_factory, platform=platform, platform_order_id=order.order_id, order_id=result.order_id, clock=clock
             )
         return result
-    raise AssertionError("unreachable")
+    raise Conflict(
+        f"order {order.order_id} changed while it was stored; send it again",
+        f"订单 {order.order_id} 在保存时被同时修改，请重新提交",
+    )
 
 
 def _answer(order: OrderRecord, unknown: list[str], warnings: list[Violation] | None = None) -> dict[str, Any]:
@@ -343,12 +386,12 @@ async def _store_new(
             order_id=record.id,
         )
     warnings = [v for v in violations if v.severity == "warn"]
-    return IntakeResult(202, _answer(record, unknown, warnings), record.id, state)
+    return IntakeResult(202, _answer(record, unknown, warnings), record.id, state, state=state)
 
 
 async def _store_update(
     uow: UnitOfWork,
-    binding: Binding,
+    stored: OrderRecord,
     order: CanonicalOrder,
     canonical: dict[str, Any],
     violations: list[Violation],
@@ -358,10 +401,9 @@ async def _store_update(
     clock: Clock,
     unknown: list[str],
     actor: str,
+    facts: Facts = NO_FACTS,
 ) -> IntakeResult:
     """A newer platform version of a known order: keep it, and release or hold delivery."""
-    stored = await uow.orders.get(binding.order_id)
-    assert stored is not None
     await uow.orders.replace_canonical(
         stored.id,
         canonical=canonical,
@@ -387,14 +429,16 @@ async def _store_update(
                 order_id=stored.id, target=stored.erp_target or "", kind="deliver", available_at=clock.now()
             )
             await uow.orders.set_erp(stored.id, target=stored.erp_target or "", document_no=None, status="pending")
-    detail = _timeline_detail(violations, unknown, sha) | {
-        "changed": changed,
-        "platform_version": order.platform_version,
-    }
+    detail = (
+        _timeline_detail(violations, unknown, sha)
+        | {"changed": changed, "platform_version": order.platform_version}
+        | timeline_detail(facts)
+    )
     if stored.state not in ("accepted", "held"):
         detail["note"] = "the ERP document is not edited by this version of the gateway"
-    if new_state == "held":
-        # Why it is held now, as a held new order records it: what the review queue shows.
+    if new_state == "held" or verdict == "hold":
+        # Why it is held now, as a held new order records it: what the review queue shows. An
+        # order already on its way to the ERP stays so; the hold is in the intercept log.
         await _intercept(
             uow,
             order,
@@ -420,10 +464,11 @@ async def _store_update(
             "payload_sha256": sha,
             "state": new_state,
             "previous_state": stored.state,
-        },
+        }
+        | ({"changes": facts.changes.detail()} if facts.changes is not None else {}),
     )
     stored = msgspec.structs.replace(stored, state=new_state)
-    return IntakeResult(202, _answer(stored, unknown), stored.id, "updated")
+    return IntakeResult(202, _answer(stored, unknown), stored.id, "updated", state=new_state)
 
 
 async def store_order(

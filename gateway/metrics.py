@@ -50,6 +50,13 @@ class Metrics:
         self.intake_seconds = Histogram(
             "intake_seconds", "Time from request to durable answer.", buckets=_INTAKE_BUCKETS, **common
         )
+        self.rules_seconds = Histogram(
+            "rules_seconds",
+            "Time intake spent on the rules of one order: reading what they need (stock, duplicates, "
+            "history), actions and checks. Its sum over intake_seconds' sum is the rules' share of intake.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            **common,
+        )
         self.unknown_fields_total = Counter(
             "unknown_fields", "Payload fields no dictionary maps, by platform.", ["platform"], **common
         )

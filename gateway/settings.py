@@ -27,6 +27,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_json: bool = True
     worker_concurrency: int = 8  # deliveries in flight per process, across targets
     lease_seconds: float = 60.0
+    # The HMAC key of the cross-channel duplicate fingerprints (receiver phone + address + SKUs):
+    # without it the stored hashes could be reversed by trying every phone number. Unset: a
+    # built-in key, and a warning at start-up.
+    fingerprint_key: str | None = None
+
+    @property
+    def fingerprint_key_bytes(self) -> bytes:
+        from gateway.order_facts import DEV_FINGERPRINT_KEY
+
+        return self.fingerprint_key.encode("utf-8") if self.fingerprint_key else DEV_FINGERPRINT_KEY
 
     @property
     def embedded_queue(self) -> bool:
@@ -57,6 +67,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "GATEWAY_LOG_JSON": ("log_json", _bool),
         "GATEWAY_WORKER_CONCURRENCY": ("worker_concurrency", int),
         "GATEWAY_LEASE_SECONDS": ("lease_seconds", float),
+        "GATEWAY_FINGERPRINT_KEY": ("fingerprint_key", str),
     }
     for var, (field, conv) in mapping.items():
         raw = env.get(var)

@@ -56,6 +56,7 @@ from gateway.ports import (
     StockLevel,
     StockPutResult,
     StockReport,
+    TimelineEntry,
 )
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ async def _write_alone(ops: list[_Op], db: Database) -> None:
 class GroupedUnitOfWork:
     """A unit of work of intake on PostgreSQL: reads at once, writes at ``commit()``, grouped.
 
-    Offers what intake uses: ``orders`` (``find_binding`` and ``get`` read; ``add``,
+    Offers what intake uses: ``orders`` (``find_binding``, ``get`` and ``timeline`` read; ``add``,
     ``add_timeline``, ``replace_canonical``, ``set_state``, ``set_state_if``, ``set_erp`` are
     recorded), ``payloads.put``, ``outbox.add``, ``audit.append``, ``intercepts.add``, ``stock``
     (``levels`` reads; ``reserve``, ``release`` and ``put`` are recorded) and ``fingerprints``
@@ -450,6 +451,10 @@ class _Orders:
     async def get(self, order_id: str) -> OrderRecord | None:
         async with self._uow._db.engine.connect() as conn:
             return await SqlOrderRepository(conn).get(order_id)
+
+    async def timeline(self, order_id: str) -> list[TimelineEntry]:
+        async with self._uow._db.engine.connect() as conn:
+            return await SqlOrderRepository(conn).timeline(order_id)
 
     async def add(self, order: OrderRecord) -> OrderRecord:
         created_at = order.created_at or utcnow()

@@ -21,6 +21,7 @@ from gateway.app.security import caller_of, requires
 from gateway.dryrun import DEFAULT_LIMIT, compare, compare_rulesets, ruleset_samples, sample_corpus, samples_folder
 from gateway.errors import ConfigError, NotFound, PayloadInvalid
 from gateway.ports import DictionaryVersion
+from gateway.rules.actions import describe as describe_actions
 
 _STATES = ("draft", "approved", "published", "superseded", "rejected")
 _KINDS = ("order", "refund", "document", gov.RULESET_KIND)
@@ -342,4 +343,5 @@ class RulesController(Controller):
             "config_overrides": gov.overrides_for(c.runtime, name) or {},
             "published": gov.describe(published),
             "rules": r.catalog(),
+            "actions": describe_actions(r.actions),
         }

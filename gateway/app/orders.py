@@ -82,6 +82,7 @@ class OrderController(Controller):
                 runtime=c.runtime,
                 clock=c.clock,
                 max_bytes=c.settings.max_body_bytes,
+                fingerprint_key=c.settings.fingerprint_key_bytes,
                 observe_unknown=c.unknown_fields.observe if c.unknown_fields is not None else None,
             )
         except PayloadInvalid:
@@ -89,6 +90,7 @@ class OrderController(Controller):
             raise
         c.metrics.count_intake(platform, result.outcome)
         c.metrics.intake_seconds.observe(time.perf_counter() - started)
+        c.metrics.rules_seconds.observe(result.rules_seconds)
         if result.status_code == 202:
             request.app.state.intake_wake()
         # Encoded here, once, rather than handed to Litestar's serialisation as a dict.
