@@ -87,6 +87,16 @@ class PayloadTooLarge(RequestError):
     message_zh = "报文过大"
     message_en = "The payload is too large"
 
+    @classmethod
+    def check(cls, body: bytes, max_bytes: int) -> None:
+        """Raise it when ``body`` is over ``max_bytes``, saying both sizes."""
+        if len(body) > max_bytes:
+            raise cls(
+                f"the body is {len(body)} bytes; the limit is {max_bytes}",
+                f"报文 {len(body)} 字节，超过上限 {max_bytes} 字节",
+                limit=max_bytes,
+            )
+
 
 class UnknownPlatform(RequestError):
     code = "UNKNOWN_PLATFORM"

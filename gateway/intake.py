@@ -52,12 +52,7 @@ class IntakeResult:
 
 def decode_payload(body: bytes, *, max_bytes: int) -> Any:
     """Bytes → JSON value, with a reason a caller can act on when it is not JSON."""
-    if len(body) > max_bytes:
-        raise PayloadTooLarge(
-            f"the body is {len(body)} bytes; the limit is {max_bytes}",
-            f"报文 {len(body)} 字节，超过上限 {max_bytes} 字节",
-            limit=max_bytes,
-        )
+    PayloadTooLarge.check(body, max_bytes)
     if not body.strip():
         raise PayloadInvalid("the body is empty", "报文为空")
     try:

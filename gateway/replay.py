@@ -25,7 +25,7 @@ import msgspec
 
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound, PayloadPurged
-from gateway.intake import decode_payload, evaluate, translate
+from gateway.intake import decode_payload, rule_context, translate
 from gateway.ports import DeadLetter, OrderRecord, UnitOfWork, UnitOfWorkFactory
 from gateway.refund_intake import with_stored_refunds
 from gateway.retention import stored_payload
@@ -134,7 +134,9 @@ async def _remap(uow: UnitOfWork, order: OrderRecord, runtime: Runtime, *, actor
             fetched_at=old_source.get("fetched_at", fresh.source.fetched_at),
         ),
     )
-    blocking = [v for v in evaluate(fresh, runtime) if v.severity in ("reject", "hold")]
+    # The actions too, so the order keeps its warehouse, carrier, tags and gifts (decided afresh).
+    fresh, violations = runtime.ruleset.judge(fresh, rule_context(fresh, runtime))
+    blocking = [v for v in violations if v.severity in ("reject", "hold")]
     if blocking:
         raise ReplayRefused(
             "mapped with the current dictionary the order breaks rules "

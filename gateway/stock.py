@@ -149,12 +149,7 @@ def decode_stock_body(raw: bytes, *, max_bytes: int, now: datetime) -> list[Stoc
         PayloadInvalid: not JSON, not the shape (``path`` names the field), no items, a SKU and
             warehouse twice, or an ``as_of`` more than ``MAX_FUTURE`` ahead of ``now``.
     """
-    if len(raw) > max_bytes:
-        raise PayloadTooLarge(
-            f"the body is {len(raw)} bytes; the limit is {max_bytes}",
-            f"报文 {len(raw)} 字节，超过上限 {max_bytes} 字节",
-            limit=max_bytes,
-        )
+    PayloadTooLarge.check(raw, max_bytes)
     if not raw.strip():
         raise PayloadInvalid(f"the body is empty; send {_EXAMPLE}", f"报文为空；请发送 {_EXAMPLE}")
     try:

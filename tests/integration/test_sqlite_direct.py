@@ -140,9 +140,10 @@ async def test_a_claim_reads_the_outbox_in_index_order(db: Database):
     assert "TEMP B-TREE" not in pending, pending
 
 
-async def test_an_accepted_order_costs_eight_statements_and_its_savepoint(db: Database):
-    """The binding look-up, payload, order, binding, timeline, audit head and entry, outbox row:
-    counted on the writer's own connection, so nothing slips in unnoticed (it was eleven)."""
+async def test_an_accepted_order_costs_nine_statements_and_its_savepoint(db: Database):
+    """The binding look-up, the stock levels its rules read (OVERSELL, the warehouse action),
+    payload, order, binding, timeline, audit head and entry, outbox row: counted on the writer's
+    own connection, so nothing slips in unnoticed (it was eleven)."""
     from gateway.clock import SystemClock
     from gateway.config import load_config
     from gateway.intake import accept_order
@@ -171,6 +172,7 @@ async def test_an_accepted_order_costs_eight_statements_and_its_savepoint(db: Da
     assert words == [
         "SAVEPOINT gateway_uow",
         "SELECT order_id, platform_version,",
+        "SELECT stock_levels.sku, stock_levels.warehouse,",  # no count: nothing to reserve
         "INSERT INTO raw_payloads",
         "INSERT INTO orders",
         "INSERT INTO order_bindings",
