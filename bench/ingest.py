@@ -22,6 +22,16 @@ repeated ``--repeat`` times (baseline, gateway, baseline, …; a fresh database 
 median run of each server is compared: on a shared 2-core virtual machine one run alone can be
 off by 20%.
 
+The rules' share of intake, with the whole rule catalog at work: before the first order each
+gateway run reports the sample's SKUs in stock (``POST /v1/stock`` with a ``wms`` key, in every
+warehouse the rule set's warehouse action can choose, ten times what the run orders of each, so no
+order is held for overselling; a gateway without that endpoint gets a note and no stock). Between
+the warm-up and the timed phase (``bench/intake_metrics.py`` runs the load generator with a pause
+there) and after the load, the ``GET /metrics`` of every gateway process is read; the difference
+gives ``rules_seconds`` over ``intake_seconds`` (both sums of the gateway's own histograms, wall
+time per order) and the mean µs per order of each, for each run and for the median run, against
+the target (< 15%).
+
 ``--database postgres`` runs the production shape instead: a throwaway, durable PostgreSQL server
 (fsync, ``synchronous_commit`` and ``full_page_writes`` on; ``--pg-setting`` changes one for a
 what-if, and every run prints the settings in force), a throwaway Redis (``GATEWAY_REDIS_URL``),
@@ -33,6 +43,8 @@ ports (connection ``i`` to server ``i mod n``), as a load balancer in front of t
 baseline runs as the same number of processes behind the same spread. Each gateway run gets a
 fresh database on the one PostgreSQL server; afterwards it must hold exactly as many orders as
 there were 202 answers, and ``gateway audit verify`` must find the chain intact.
+
+``--json FILE`` keeps every figure of every run, the rules' share among them.
 
 Every process runs on 127.0.0.1 and is stopped by the run.
 """
@@ -52,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +72,16 @@ from typing import Any
 
 import httpx
 import msgspec
+from intake_metrics import (
+    TARGET_RULES_SHARE,
+    WARMED_UP,
+    describe,
+    report_stock,
+    rules_share,
+    scrape,
+    stock_items,
+    warehouses,
+)
 from machine import machine_busy_seconds, tree_state
 from pyspy_breakdown import report
 from servers import (
@@ -108,7 +131,15 @@ def build_bodies(count: int, *, first: int) -> list[bytes]:
     return out
 
 
-def run_load(urls: list[str], bodies_file: Path, args: argparse.Namespace, auth: str | None) -> dict[str, Any]:
+def run_load(
+    urls: list[str],
+    bodies_file: Path,
+    args: argparse.Namespace,
+    auth: str | None,
+    between: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """``loadgen.py`` over ``urls``; with ``between``, through ``intake_metrics.py`` (the same load
+    generator, paused after its warm-up) and ``between()`` called in that pause."""
     env = dict(os.environ)
     env.pop("BENCH_AUTH", None)
     if auth:
@@ -129,14 +160,45 @@ def run_load(urls: list[str], bodies_file: Path, args: argparse.Namespace, auth:
         args.client,
     ]
     before, busy0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
-    done = subprocess.run(argv, env=env, capture_output=True, timeout=2 * args.duration + 120, check=False)
+    if between is None:
+        done = subprocess.run(argv, env=env, capture_output=True, timeout=2 * args.duration + 120, check=False)
+        returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+    else:
+        argv[1] = str(BENCH / "intake_metrics.py")
+        returncode, stdout, stderr = run_paused(argv, env, between, timeout=2 * args.duration + 120)
     after, busy1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
-    if done.returncode != 0:
-        raise SystemExit(f"load generator failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
-    result = json.loads(done.stdout)
+    if returncode != 0:
+        raise SystemExit(f"load generator failed ({returncode}):\n{stderr.decode()[-2000:]}")
+    result = json.loads(stdout)
     result["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     result["machine_cpu_s"] = busy1 - busy0
     return result
+
+
+def run_paused(
+    argv: list[str], env: dict[str, str], between: Callable[[], None], *, timeout: float
+) -> tuple[int, bytes, bytes]:
+    """Run the paused load generator: wait for its ``WARMED_UP`` line on stderr, call
+    ``between()``, let it go on (a line on its stdin), collect its output."""
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+    )
+    assert proc.stderr is not None
+    try:
+        seen, marker = b"", WARMED_UP.encode() + b"\n"
+        while marker not in seen:
+            chunk = os.read(proc.stderr.fileno(), 4096)  # unbuffered: communicate() reads the rest
+            if not chunk:
+                break  # it ended before its warm-up did; its exit code and stderr say why
+            seen += chunk
+        if marker in seen:
+            between()
+        stdout, stderr = proc.communicate(input=b"go\n", timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, stdout, seen.replace(marker, b"") + stderr
 
 
 # --------------------------------------------------------------------------- the runs
@@ -184,7 +246,9 @@ def wait_for_drain(db: Path, limit_s: float) -> dict[str, Any]:
         time.sleep(0.25)
 
 
-def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_gateway(
+    bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace, stock: list[dict[str, Any]]
+) -> dict[str, Any]:
     db = tmp / "bench.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     port = free_port()
@@ -209,19 +273,25 @@ def run_gateway(bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.N
             stack.callback(sandbox.stop)
             sandbox.wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/u8/documents")
             env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-        auth = create_key(env)
+        auth, stock_auth = create_key(env), create_key(env, role="wms")
         gateway = Server("gateway", [str(BIN / "gateway"), "serve"], env, tmp / "gateway.log")
         stack.callback(gateway.stop)
         base = f"http://127.0.0.1:{port}"
         gateway.wait_http(f"{base}/health/live")
+        stock_result = put_stock(base, stock_auth, stock)
         preflight_order(base, preflight, auth)
 
         profiler = profile_start(gateway.proc.pid, args.profile, args) if args.profile else None
         cpu0 = gateway.cpu_seconds()
         sandbox_cpu0 = sandbox.cpu_seconds() if sandbox else 0.0
-        result = run_load([f"{base}/v1/orders/taobao"], bodies_file, args, auth)
+        warm: list[list[dict[str, Any]]] = []
+        result = run_load(
+            [f"{base}/v1/orders/taobao"], bodies_file, args, auth, between=lambda: warm.append([scrape(base)])
+        )
         result["server_cpu_s"] = gateway.cpu_seconds() - cpu0
         result["sandbox_cpu_s"] = (sandbox.cpu_seconds() - sandbox_cpu0) if sandbox else 0.0
+        result["rules"] = rules_share(warm[0], [scrape(base)])
+        result["stock"] = stock_result
         if profiler is not None:
             profile_stop(profiler)
         result["db_after_run"] = db_counts(db)
@@ -260,9 +330,22 @@ def audit_verify(env: dict[str, str]) -> dict[str, Any]:
     return {"ok": done.returncode == 0, "line": text[-1] if text else f"exit {done.returncode}"}
 
 
-def create_key(env: dict[str, str]) -> str:
-    made = cli(env, "keys", "create", "--role", "platform", "--label", "bench")
+def create_key(env: dict[str, str], role: str = "platform") -> str:
+    made = cli(env, "keys", "create", "--role", role, "--label", f"bench-{role}")
     return f"Bearer {made.stdout.decode().strip().splitlines()[-1]}"
+
+
+def put_stock(base: str, auth: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Report the sample's SKUs in stock (``POST /v1/stock``) before the first order, so the oversell
+    rule reads and reserves real levels; a gateway without the endpoint gets a note and none."""
+    done = report_stock(base, auth, items)
+    if not done["landed"]:
+        print(
+            f"  note: POST /v1/stock answered {done['status']}: this gateway has no stock endpoint;"
+            " no stock reported, the stateful rules run without counts",
+            flush=True,
+        )
+    return done
 
 
 def preflight_order(base: str, preflight: bytes, auth: str) -> None:
@@ -360,7 +443,13 @@ def wait_for_drain_pg(dsn: str, limit_s: float) -> dict[str, Any]:
 
 
 def run_gateway_pg(
-    bodies_file: Path, preflight: bytes, tmp: Path, args: argparse.Namespace, pg: BenchPostgres, n: int
+    bodies_file: Path,
+    preflight: bytes,
+    tmp: Path,
+    args: argparse.Namespace,
+    stock: list[dict[str, Any]],
+    pg: BenchPostgres,
+    n: int,
 ) -> dict[str, Any]:
     """``--servers`` gateway processes on a fresh PostgreSQL database, relaying to arq on a fresh
     Redis; ``--workers`` arq workers delivering into the sandbox unless ``--no-delivery``."""
@@ -386,7 +475,7 @@ def run_gateway_pg(
             stack.callback(sandbox.stop)
             sandbox.wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/u8/documents")
             env["GATEWAY_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-        auth = create_key(env)
+        auth, stock_auth = create_key(env), create_key(env, role="wms")
         ports = [free_port() for _ in range(args.servers)]
         servers: list[Server] = []
         for k, port in enumerate(ports):
@@ -409,6 +498,7 @@ def run_gateway_pg(
                     raise SystemExit(f"no arq worker recorded its health within 60 s; see {tmp}/worker0.log")
                 time.sleep(0.5)
         bases = [f"http://127.0.0.1:{port}" for port in ports]
+        stock_result = put_stock(bases[0], stock_auth, stock)  # one database: one report for all
         preflight_order(bases[0], preflight, auth)
 
         profiler = profile_start(servers[0].proc.pid, args.profile, args) if args.profile else None
@@ -423,8 +513,17 @@ def run_gateway_pg(
         if args.pg_stats:
             pg_statements(dsn, reset=True)
         cpu0 = cpu()
-        result = run_load([f"{base}/v1/orders/taobao" for base in bases], bodies_file, args, auth)
+        warm: list[list[dict[str, Any]]] = []
+        result = run_load(
+            [f"{base}/v1/orders/taobao" for base in bases],
+            bodies_file,
+            args,
+            auth,
+            between=lambda: warm.append([scrape(base) for base in bases]),
+        )
         cpu1 = cpu()
+        result["rules"] = rules_share(warm[0], [scrape(base) for base in bases])
+        result["stock"] = stock_result
         if args.pg_stats:
             result["pg_statements"] = pg_statements(dsn)
         if profiler is not None:
@@ -468,9 +567,11 @@ def others_share(r: dict[str, Any]) -> float:
 def line(name: str, r: dict[str, Any]) -> str:
     cpu_ms = r["server_cpu_s"] / max(1, r["sent"] + r["warmup"]["sent"]) * 1000
     bad = sum(r["non_202"].values()) + sum(r["errors"].values())
+    share = r.get("rules", {}).get("share")
+    rules = "" if "rules" not in r else "     n/a" if share is None else f"{share * 100:7.1f}%"
     return (
         f"{name:12} {r['sent']:6d} {r['elapsed_s']:7.1f}s {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}"
-        f" {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {bad:6d} {cpu_ms:10.2f} {others_share(r) * 100:8.0f}%"
+        f" {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {bad:6d} {cpu_ms:10.2f} {others_share(r) * 100:8.0f}%{rules}"
     )
 
 
@@ -550,6 +651,7 @@ def main() -> int:
         preflight, bodies = bodies[0], bodies[1:]
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        stock = stock_items(SAMPLE, 1 + len(bodies), warehouses())
         if pg is None:
             mode = "no-delivery (ERP on a closed port)" if args.no_delivery else "delivery (sandbox U8 EAI)"
             where = "SQLite, 1 gateway process"
@@ -577,9 +679,9 @@ def main() -> int:
             run_dir.mkdir()
             args.profile = profile if i == 0 else None  # one profile is enough, and it slows its run
             if pg is None:
-                gateways.append(run_gateway(bodies_file, preflight, run_dir, args))
+                gateways.append(run_gateway(bodies_file, preflight, run_dir, args, stock))
             else:
-                gateways.append(run_gateway_pg(bodies_file, preflight, run_dir, args, pg, i + 1))
+                gateways.append(run_gateway_pg(bodies_file, preflight, run_dir, args, stock, pg, i + 1))
         args.profile = profile
     finally:
         if pg is not None:
@@ -596,7 +698,7 @@ def main() -> int:
 
     print(
         f"\n{'server':12} {'sent':>6} {'time':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-        f" {'max ms':>8} {'non202':>6} {'cpu ms/req':>10} {'others':>9}"
+        f" {'max ms':>8} {'non202':>6} {'cpu ms/req':>10} {'others':>9} {'rules':>7}"
     )
     for i in range(args.repeat):
         if baselines:
@@ -609,7 +711,8 @@ def main() -> int:
             print(line("baseline ~", baseline))
         print(line("gateway ~", gateway))
     print("~: the median run by req/s. cpu ms/req: the server's CPU over warm-up + timed requests;")
-    print("others: the machine's CPUs used meanwhile by processes outside this benchmark")
+    print("others: the machine's CPUs used meanwhile by processes outside this benchmark;")
+    print("rules: the gateway's rules_seconds over intake_seconds (its /metrics), timed requests only")
     if baseline:
         print(
             f"\nratio gateway/baseline (median runs): throughput {gateway['rps'] / baseline['rps']:.3f}x,"
@@ -637,6 +740,15 @@ def main() -> int:
                 f"  pg #{i}: {st['total_exec_time']:8.0f} ms {st['calls']:7d} calls"
                 f" {st['total_exec_time'] / max(st['calls'], 1) * 1000:7.0f} us/call  {query[:150]}"
             )
+        reported = g["stock"]
+        print(
+            f"gateway #{i}: {describe(g['rules'])}; stock: "
+            + (
+                f"{reported['items']} SKU/warehouse counts reported ({reported['answer']})"
+                if reported["landed"]
+                else f"none (POST /v1/stock answered {reported['status']})"
+            )
+        )
         if "drain" in g:
             d = g["drain"]
             print(
@@ -660,9 +772,22 @@ def main() -> int:
         print("  per gateway process: " + ", ".join(f"{c:.1f} s" for c in gateway["server_cpu_each_s"]))
     ok_rps = gateway["rps"] >= target_rps
     ok_p99 = gateway["p99_ms"] < TARGET_P99_MS
+    rules = gateway["rules"]
+    if rules["share"] is not None and rules["rules_us_per_order"] is not None:
+        # intake_seconds is wall time under --concurrency connections (queueing included): for scale,
+        # the rules' wall time per order against the CPU the gateway spent per order.
+        cpu_us = gateway["server_cpu_s"] / max(1, orders) * 1e6
+        rules["gateway_cpu_us_per_order"] = cpu_us
+        print(
+            f"rules (median run): {rules['rules_us_per_order']:.1f} µs per order = {rules['share'] * 100:.1f}% of"
+            f" intake's {rules['intake_us_per_order']:.0f} µs wall time per order, and"
+            f" {rules['rules_us_per_order'] / cpu_us * 100:.1f}% of the gateway's {cpu_us:.0f} µs of CPU per order"
+        )
     print(
         f"targets (median run): ≥ {target_rps:.0f} orders/s {'met' if ok_rps else 'NOT met'};"
-        f" p99 < {TARGET_P99_MS:.0f} ms {'met' if ok_p99 else 'NOT met'}"
+        f" p99 < {TARGET_P99_MS:.0f} ms {'met' if ok_p99 else 'NOT met'};"
+        f" {describe(gateway['rules'])}"
+        + ("" if gateway["stock"]["landed"] else " (no stock reported: the gateway has no POST /v1/stock)")
     )
     if profile and profile.exists():
         first = gateways[0]
@@ -684,6 +809,9 @@ def main() -> int:
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "baseline_runs": baselines,
                     "gateway_runs": gateways,
+                    "stock_items": stock,
+                    "rules_share_median_run": gateway["rules"],
+                    "rules_share_target": TARGET_RULES_SHARE,
                 },
                 indent=2,
             )
