@@ -1,7 +1,11 @@
 """``gateway.ports.StockRepository`` and ``FingerprintRepository`` on SQLAlchemy Core.
 
 Stock levels are the newest count per SKU and warehouse; a level's ``pending`` is the sum of the
-reservations made after its count (``gateway/stock.py`` explains the model). ``reserve`` checks
+reservations made after its count (``gateway/stock.py`` explains the model). It is a column kept
+as a running total, not a sum taken at every read: between two counts a promotion makes thousands
+of reservations, and summing them for every order made each order cost more than the one before.
+``put`` recomputes it for the levels a count replaced; ``reserve`` and ``release`` move it by the
+quantities of the rows they add and remove that are after the level's count. ``reserve`` checks
 the safety stock with the levels' rows locked: ``SELECT … FOR UPDATE`` in (sku, warehouse) order on
 PostgreSQL, so two orders for the last unit are decided one after the other and concurrent
 reservations of overlapping SKUs cannot deadlock; SQLite has one writer, which serialises them
@@ -17,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -36,14 +40,21 @@ def _insert(conn: Executor, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
-def _pending(*, exclude_order_id: str | None = None) -> Any:
-    """A level's pending quantity: its SKU and warehouse's reservations made after its count."""
-    stmt = select(func.coalesce(func.sum(_r.c.qty), 0)).where(
-        _r.c.sku == _l.c.sku, _r.c.warehouse == _l.c.warehouse, _r.c.at > _l.c.as_of
+def _recount() -> Any:
+    """A level's pending total from scratch: its reservations made after its count."""
+    return (
+        select(func.coalesce(func.sum(_r.c.qty), 0))
+        .where(_r.c.sku == _l.c.sku, _r.c.warehouse == _l.c.warehouse, _r.c.at > _l.c.as_of)
+        .scalar_subquery()
     )
-    if exclude_order_id is not None:
-        stmt = stmt.where(_r.c.order_id != exclude_order_id)
-    return stmt.scalar_subquery()
+
+
+# Moves the running total by a reservation row's quantity, when the row is after the count.
+_MOVE = (
+    update(_l)
+    .where(_l.c.sku == bindparam("k_sku"), _l.c.warehouse == bindparam("k_wh"), _l.c.as_of < bindparam("k_at"))
+    .values(pending=_l.c.pending + bindparam("k_delta"))
+)
 
 
 def _level(row: Any) -> StockLevel:
@@ -52,7 +63,7 @@ def _level(row: Any) -> StockLevel:
         warehouse=row.warehouse,
         on_hand=int(row.on_hand),
         reserved=int(row.reserved),
-        pending=int(row.pending),  # PostgreSQL's SUM of bigint is numeric
+        pending=int(row.pending),
         as_of=row.as_of,
     )
 
@@ -93,8 +104,12 @@ class SqlStockRepository:
                     "updated_at": new.updated_at,
                 },
                 where=_l.c.as_of <= new.as_of,
-            ).returning(_l.c.sku)
-            applied += len((await self._conn.execute(stmt)).all())
+            ).returning(_l.c.sku, _l.c.warehouse)
+            keys = [(row.sku, row.warehouse) for row in await self._conn.execute(stmt)]
+            applied += len(keys)
+            if keys:  # a new count: the reservations it does not reflect yet are those after it
+                recount = update(_l).where(tuple_(_l.c.sku, _l.c.warehouse).in_(keys)).values(pending=_recount())
+                await self._conn.execute(recount)
         return StockPutResult(applied=applied, stale=len(rows) - applied)
 
     async def levels(self, skus: Sequence[str]) -> list[StockLevel]:
@@ -103,7 +118,7 @@ class SqlStockRepository:
         if not wanted:
             return []
         stmt = (
-            select(_l.c.sku, _l.c.warehouse, _l.c.on_hand, _l.c.reserved, _l.c.as_of, _pending().label("pending"))
+            select(_l.c.sku, _l.c.warehouse, _l.c.on_hand, _l.c.reserved, _l.c.as_of, _l.c.pending)
             .where(_l.c.sku.in_(wanted))
             .order_by(_l.c.sku, _l.c.warehouse)
         )
@@ -112,27 +127,28 @@ class SqlStockRepository:
     async def reserve(self, order_id: str, items: Sequence[Reservation], *, at: datetime) -> None:
         wanted = combine(items)
         keys = sorted(wanted)
-        if keys:
-            if self._conn.dialect.name == "postgresql":
-                # Lock the counted rows first, in key order; READ COMMITTED then lets the next
-                # statement see every reservation committed before the locks were granted.
-                lock = (
-                    select(_l.c.sku)
-                    .where(tuple_(_l.c.sku, _l.c.warehouse).in_(keys))
-                    .order_by(_l.c.sku, _l.c.warehouse)
-                    .with_for_update()
-                )
-                await self._conn.execute(lock)
-            checked = [k for k in keys if wanted[k].floor is not None]
-            if checked:
-                stmt = select(
-                    _l.c.sku,
-                    _l.c.warehouse,
-                    (_l.c.on_hand - _l.c.reserved - _pending(exclude_order_id=order_id)).label("available"),
-                ).where(tuple_(_l.c.sku, _l.c.warehouse).in_(checked))
-                available = {(row.sku, row.warehouse): int(row.available) for row in await self._conn.execute(stmt)}
-                check_floors(order_id, wanted, available)
-        await self.release(order_id)
+        if keys and self._conn.dialect.name == "postgresql":
+            # Lock the counted rows first, in key order; READ COMMITTED then lets the next
+            # statement see every reservation committed before the locks were granted.
+            lock = (
+                select(_l.c.sku)
+                .where(tuple_(_l.c.sku, _l.c.warehouse).in_(keys))
+                .order_by(_l.c.sku, _l.c.warehouse)
+                .with_for_update()
+            )
+            await self._conn.execute(lock)
+        held = await self._held(order_id)
+        checked = [k for k in keys if wanted[k].floor is not None]
+        if checked:
+            stmt = select(_l.c.sku, _l.c.warehouse, _l.c.on_hand, _l.c.reserved, _l.c.pending, _l.c.as_of).where(
+                tuple_(_l.c.sku, _l.c.warehouse).in_(checked)
+            )
+            available = {}
+            for row in await self._conn.execute(stmt):
+                own = sum(qty for (sku, wh, qty, t) in held if (sku, wh) == (row.sku, row.warehouse) and t > row.as_of)
+                available[(row.sku, row.warehouse)] = int(row.on_hand - row.reserved - row.pending + own)
+            check_floors(order_id, wanted, available)
+        await self._drop(order_id, held)
         rows = [
             {"order_id": order_id, "sku": r.sku, "warehouse": r.warehouse, "qty": r.qty, "at": at}
             for k, r in sorted(wanted.items())
@@ -140,9 +156,24 @@ class SqlStockRepository:
         ]
         if rows:
             await self._conn.execute(_r.insert(), rows)
+            await self._move([(r["sku"], r["warehouse"], r["qty"], at) for r in rows], sign=1)
 
     async def release(self, order_id: str) -> None:
-        await self._conn.execute(_r.delete().where(_r.c.order_id == order_id))
+        await self._drop(order_id, await self._held(order_id))
+
+    async def _held(self, order_id: str) -> list[tuple[str, str, int, datetime]]:
+        """The order's reservations: (sku, warehouse, qty, at)."""
+        stmt = select(_r.c.sku, _r.c.warehouse, _r.c.qty, _r.c.at).where(_r.c.order_id == order_id)
+        return [(row.sku, row.warehouse, int(row.qty), row.at) for row in await self._conn.execute(stmt)]
+
+    async def _drop(self, order_id: str, held: list[tuple[str, str, int, datetime]]) -> None:
+        if held:
+            await self._conn.execute(_r.delete().where(_r.c.order_id == order_id))
+            await self._move(held, sign=-1)
+
+    async def _move(self, rows: list[tuple[str, str, int, datetime]], *, sign: int) -> None:
+        params = [{"k_sku": sku, "k_wh": wh, "k_at": at, "k_delta": sign * qty} for sku, wh, qty, at in rows]
+        await self._conn.execute(_MOVE, params)
 
 
 class SqlFingerprintRepository:

@@ -408,6 +408,9 @@ stock_levels = Table(
     Column("on_hand", BigInteger, nullable=False),
     Column("reserved", BigInteger, nullable=False),  # what the WMS allocated itself
     Column("as_of", UTCDateTime(), nullable=False),
+    # The gateway's reservations of this SKU and warehouse made after the count (``at > as_of``),
+    # kept as a running total: recomputed when a count arrives, moved by every reservation.
+    Column("pending", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 

@@ -122,6 +122,24 @@ async def test_pending_counts_only_reservations_made_after_the_count(storage):
     assert (await levels(storage, "A"))[("A", "W1")] == (6, 0, 2, 4)
 
 
+async def test_the_running_pending_total_follows_late_counts_and_releases(storage):
+    """``pending`` is kept as a running total: a count taken before reservations it is reported
+    after, reservations made before a SKU's first count, and releases on either side of a count
+    all leave it equal to the sum of the reservations after the count."""
+    await reserve(storage, "o-early", item("A", 2), at=T0 + MIN)  # no count of A yet
+    await put(storage, count("A", "W1", 10, as_of=T0))  # counted before o-early: o-early is pending
+    assert await levels(storage, "A") == {("A", "W1"): (10, 0, 2, 8)}
+    await reserve(storage, "o-late", item("A", 3), at=T0 + 3 * MIN)
+    await put(storage, count("A", "W1", 9, as_of=T0 + 2 * MIN))  # reflects o-early, not o-late
+    assert await levels(storage, "A") == {("A", "W1"): (9, 0, 3, 6)}
+    async with storage.uow() as uow:
+        await uow.stock.release("o-early")  # before the count: the total does not move
+        await uow.commit()
+    assert await levels(storage, "A") == {("A", "W1"): (9, 0, 3, 6)}
+    await reserve(storage, "o-late", item("A", 1), at=T0 + 4 * MIN)  # a new version takes less
+    assert await levels(storage, "A") == {("A", "W1"): (9, 0, 1, 8)}
+
+
 async def test_reserve_replaces_the_orders_reservations_and_release_drops_them(storage):
     await put(storage, count("A", "W1", 10), count("B", "W1", 10))
     await reserve(storage, "o1", item("A", 3), item("B", 1), item("A", 2))  # two lines of one SKU add up

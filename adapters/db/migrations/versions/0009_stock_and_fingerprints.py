@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("on_hand", sa.BigInteger(), nullable=False),
         sa.Column("reserved", sa.BigInteger(), nullable=False),
         sa.Column("as_of", TS, nullable=False),
+        sa.Column("pending", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("updated_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("sku", "warehouse", name="pk_stock_levels"),
     )
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.Column("at", TS, nullable=False),
         sa.PrimaryKeyConstraint("order_id", "sku", "warehouse", name="pk_stock_reservations"),
     )
-    # A level's pending quantity: the reservations of its SKU and warehouse made after its count.
+    # A count's pending total is recomputed from the reservations made after it.
     op.create_index("ix_stock_reservations_sku_warehouse_at", "stock_reservations", ["sku", "warehouse", "at"])
     op.create_table(
         "order_fingerprints",
