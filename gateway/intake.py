@@ -158,7 +158,8 @@ async def accept_order(
                 facts = await gather_facts(
                     uow, order, canonical_in, stored=stored, ruleset=ruleset, now=now, key=fingerprint_key
                 )
-                acted, violations = ruleset.judge(order, rule_context(order, runtime, facts))
+                ctx = rule_context(order, runtime, facts)
+                acted, violations = ruleset.judge(order, ctx)
                 verdict = verdict_of(violations)
                 rules_s += time.perf_counter() - started
                 if not looked and verdict == "reject":
@@ -198,7 +199,7 @@ async def accept_order(
                         order_id=result.order_id,
                         state=result.state or "",
                         ruleset=ruleset,
-                        tables=rule_context(order, runtime).tables,
+                        tables=ctx.tables,
                         now=now,
                     )
                 # Refunds to apply to it (stored before it arrived, or carried by the version it

@@ -226,7 +226,7 @@ async def store_update(
     )
     if stored.state not in ("accepted", "held"):
         detail["note"] = "the ERP document is not edited by this version of the gateway"
-    if new_state == "held" or verdict == "hold":
+    if verdict == "hold":
         # Why it is held now, as a held new order records it: what the review queue shows. An
         # order already on its way to the ERP stays so; the hold is in the intercept log.
         await intercept(
