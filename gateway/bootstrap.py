@@ -22,15 +22,15 @@ from sqlalchemy.exc import DBAPIError
 from adapters.db.engine import Database, create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from adapters.erp import AdapterContext, make_adapter
 from adapters.redis.circuit import RedisCircuits
 from adapters.redis.connection import arq_settings, redis_client
 from adapters.redis.limits import RedisConcurrencyLimiter, RedisRateLimiter
 from adapters.redis.queue import ArqJobQueue
-from adapters.u8.eai import U8EaiAdapter
 from gateway.auth import KeyCache
 from gateway.circuit import CircuitBoard, Circuits, CircuitState
 from gateway.clock import Clock, SystemClock
-from gateway.config import GatewayConfig, TargetConfig, load_config, load_value_tables
+from gateway.config import GatewayConfig, load_config, load_value_tables
 from gateway.delivery import LEASE_MARGIN_S, DeliveryDeps
 from gateway.errors import ConfigError
 from gateway.governance import seed
@@ -159,20 +159,6 @@ class Container:
         await self.db.dispose()
 
 
-def make_adapter(name: str, target: TargetConfig, http: httpx.AsyncClient) -> ErpAdapter:
-    if target.transport == "u8_eai":
-        if not target.sender:
-            raise ConfigError(f"target {name}: U8 EAI needs `sender`", f"目标 {name}：U8 EAI 需要 sender")
-        return U8EaiAdapter(
-            url=target.url,
-            sender=target.sender,
-            client=http,
-            timeout=target.timeout_s,
-            connect_timeout=target.connect_timeout_s,
-        )
-    raise ConfigError(f"target {name}: unknown transport {target.transport!r}", f"目标 {name}：未知传输方式")
-
-
 def prepare_database(settings: Settings) -> None:
     """Apply migrations. ``serve`` does this itself for an embedded SQLite; for PostgreSQL run
     ``gateway db upgrade`` as a deploy step so many replicas never race on a schema change."""
@@ -245,7 +231,6 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
     c.unknown_fields = UnknownFieldRecorder(c.uow_factory, c.clock)
     circuit_configs = {n: t.circuit for n, t in config.targets.items()}
     c.lines = StopLines(config.targets, c.uow_factory, c.clock, metrics=metrics, http=http, on_resume=c.wake_delivery)
-    c.adapters = {name: make_adapter(name, t, http) for name, t in config.targets.items()}
     for name, t in config.targets.items():
         if settings.lease_seconds < t.timeout_s + t.connect_timeout_s + LEASE_MARGIN_S:
             log.warning(
@@ -269,6 +254,10 @@ async def _build_core(settings: Settings, *, clock: Clock | None, migrate: bool 
     else:
         c.limiter, c.rate = InProcessConcurrencyLimiter(limits), InProcessRateLimiter(limits)
         c.circuits = Circuits(circuit_configs, on_change=circuit_changed)
+    c.adapters = {
+        name: make_adapter(AdapterContext(name=name, target=t, http=http, redis=c.redis, uow_factory=uow_factory))
+        for name, t in config.targets.items()
+    }
     return c
 
 

@@ -38,9 +38,15 @@ class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 class TargetConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One ERP account set reached through one transport."""
 
-    transport: Literal["u8_eai"]
-    url: str
-    sender: str | None = None
+    transport: Literal["u8_eai", "u8_openapi", "k3_webapi", "k3_soap"]
+    url: str  # U8 EAI: the import.asp URL; U8+ OpenAPI, K3 WebAPI: the root; K3 SOAP: the endpoint
+    sender: str | None = None  # U8 EAI: the registered external-system code (外部系统注册)
+    # Credentials of the transport (U8+ OpenAPI app_key/app_secret/from_account/to_account, K3
+    # WebAPI authority_code, …): name environment variables here (`${K3_AUTHORITY_CODE}`), never
+    # the secrets themselves.
+    auth: dict[str, str] = msgspec.field(default_factory=dict)
+    account_set: str | None = None  # the ERP account set (账套) the credentials are bound to
+    options: dict[str, Any] = msgspec.field(default_factory=dict)  # transport options (docs/erp.md)
     dictionary: str = "u8_saleorder"  # an outbound dictionary in mappings/erp/
     values: list[str] = msgspec.field(default_factory=list)  # value-table files under mappings/
     code_prefix: str = "GW"

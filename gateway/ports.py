@@ -659,6 +659,24 @@ class ErpReceipt(msgspec.Struct, kw_only=True):
     message: str | None = None
 
 
+class ErpShipmentLine(msgspec.Struct, kw_only=True, frozen=True):
+    item_code: str  # the ERP's inventory / material code
+    qty: int
+    row: int | None = None  # the sale order's row number it ships, when the ERP links it
+
+
+class ErpShipment(msgspec.Struct, kw_only=True, frozen=True):
+    """A shipment the ERP recorded against one of our sale orders (a U8 发货单, a K3 发货通知 or
+    销售出库单), read back for sites whose WMS does not call the gateway."""
+
+    document_code: str  # our sale-order code it ships (``ErpDocument.code``)
+    shipment_no: str  # the ERP's own number for the shipment: with the target, the key of "once"
+    shipped_at: datetime | None = None
+    carrier: str | None = None
+    waybill_no: str | None = None
+    lines: list[ErpShipmentLine] = msgspec.field(default_factory=list)
+
+
 class ErpAdapter(Protocol):
     """Speaks one ERP transport. Raises ``RetryableError`` (nothing written), ``UnknownOutcomeError``
     (may have been written) or ``PermanentError`` (business rejection, with the ERP's words)."""
@@ -667,6 +685,17 @@ class ErpAdapter(Protocol):
 
     async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
         """Is a document with ``doc.code`` already in the ERP? None when it is not."""
+
+    async def update(self, doc: ErpDocument) -> ErpReceipt:
+        """Edit the document ``doc.code`` already in the ERP to carry ``doc`` (U8 ``proc="edit"``,
+        K3 ``SO/Update``). ``PermanentError`` when the ERP refuses (shipped, audited, closed)."""
+
+    async def cancel(self, doc: ErpDocument) -> ErpReceipt:
+        """Close or delete the document ``doc.code`` as the ERP allows; a document that is not
+        there any more is a success."""
+
+    async def shipments(self, codes: Sequence[str], *, since: datetime) -> list[ErpShipment]:
+        """Shipments recorded in the ERP since ``since`` for the sale orders ``codes``."""
 
     async def aclose(self) -> None: ...
 

@@ -10,7 +10,7 @@ are never logged and never copied into an error.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -22,8 +22,11 @@ from adapters.u8.eai_xml import (
     parse_query_reply,
     parse_reply,
 )
-from gateway.errors import PermanentError, RetryableError, UnknownOutcomeError
+from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
 from gateway.ports import ErpDocument, ErpReceipt
+
+if TYPE_CHECKING:
+    from adapters.erp import AdapterContext
 
 # Nothing reached U8: the connection was never made or no pooled connection became free.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -252,3 +255,21 @@ def _same_order(found: dict[str, Any], doc: ErpDocument) -> bool:
         our_codes = sorted(str(entry.get("inventorycode", "")).strip() for entry in doc.entries)
         return their_codes == our_codes
     return True
+
+
+def from_target(ctx: AdapterContext) -> U8EaiAdapter:
+    """The adapter of a ``transport = "u8_eai"`` target (``adapters.erp``)."""
+    target = ctx.target
+    if not target.sender:
+        raise ConfigError(
+            f"target {ctx.name}: U8 EAI needs `sender`",
+            f"目标 {ctx.name}：U8 EAI 需要 sender",
+            hint="Set sender to the external-system code registered in U8 EAI (外部系统注册)",
+        )
+    return U8EaiAdapter(
+        url=target.url,
+        sender=target.sender,
+        client=ctx.http,
+        timeout=target.timeout_s,
+        connect_timeout=target.connect_timeout_s,
+    )
