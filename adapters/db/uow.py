@@ -38,6 +38,7 @@ from adapters.db.sqlite_direct import (
     SqliteRefundRepository,
 )
 from adapters.db.sqlite_reader import ReaderSession
+from adapters.db.sqlite_stock import SqliteStockRepository
 from adapters.db.sqlite_writer import WriterSession
 from adapters.db.stock import SqlFingerprintRepository, SqlStockRepository
 from adapters.db.unknown_fields import SqlUnknownFields
@@ -123,7 +124,8 @@ class SqlUnitOfWork:
             else SqlRefundRepository(conn)
         )
         self.unknown_fields = SqlUnknownFields(conn)
-        self.stock = SqlStockRepository(conn)
+        writer = self._session if isinstance(self._session, WriterSession) else None
+        self.stock = SqliteStockRepository(writer) if writer is not None else SqlStockRepository(conn)
         self.fingerprints = SqlFingerprintRepository(conn)
         return self
 
