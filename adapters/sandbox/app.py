@@ -11,12 +11,13 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from adapters.sandbox.control import SandboxControlController
+from adapters.sandbox.k3webapi import K3_WEBAPI
 from adapters.sandbox.pipeline import quiet_deliberate_drops
 from adapters.sandbox.state import SandboxState, SimulatedSystem
 from adapters.sandbox.u8eai import U8_EAI
 
 #: Every simulated system the sandbox serves; add later ones (u8openapi, k3, ...) here.
-SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI,)
+SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI, K3_WEBAPI)
 
 
 def create_sandbox_app(state: SandboxState | None = None) -> Litestar:
