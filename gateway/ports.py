@@ -606,6 +606,18 @@ class FingerprintRepository(Protocol):
         """Orders recorded with ``fingerprint`` at or after ``since``, oldest first."""
 
 
+class ErpHandleRepository(Protocol):
+    """Values an ERP adapter must keep for a document across retries and restarts, keyed by
+    (target, document code, name): a U8+ OpenAPI ``tradeid`` (erp-protocols.md §2, O1: persist
+    it and reuse it on every retry of the same document)."""
+
+    async def get(self, target: str, code: str, name: str) -> str | None: ...
+
+    async def put_if_absent(self, target: str, code: str, name: str, value: str, *, now: datetime) -> str:
+        """Store ``value`` unless one is stored already; the stored value either way. Of two
+        writers racing for the same key, both get the value of the one that committed first."""
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without ``commit()`` rolls back."""
 
@@ -623,6 +635,7 @@ class UnitOfWork(Protocol):
     unknown_fields: UnknownFields
     stock: StockRepository
     fingerprints: FingerprintRepository
+    erp_handles: ErpHandleRepository
 
     async def __aenter__(self) -> Self: ...
 

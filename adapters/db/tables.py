@@ -438,3 +438,16 @@ order_fingerprints = Table(
     Column("at", UTCDateTime(), nullable=False),
     Index("ix_order_fingerprints_fingerprint_at", "fingerprint", "at"),
 )
+
+# What an ERP adapter keeps for one document across retries and restarts (``adapters/db/erp_handles.py``):
+# a U8+ OpenAPI ``tradeid`` is stored before the first ``saleorder/add`` and reused on every retry
+# (erp-protocols.md §2, O1). The key makes two racing workers end with one value.
+erp_handles = Table(
+    "erp_handles",
+    metadata,
+    Column("target", String(80), primary_key=True),
+    Column("code", String(60), primary_key=True),  # the document code (``ErpDocument.code``)
+    Column("name", String(40), primary_key=True),  # e.g. "tradeid"
+    Column("value", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)

@@ -19,6 +19,7 @@ from adapters.db.audit_log import SqlAuditLog
 from adapters.db.controls import SqlTargetControls
 from adapters.db.dictionaries import SqlDictionaryVersions
 from adapters.db.engine import Database, Executor
+from adapters.db.erp_handles import SqlErpHandleRepository
 from adapters.db.intercepts import SqlInterceptRepository
 from adapters.db.outbox import SqlOutbox
 from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
@@ -81,6 +82,7 @@ class SqlUnitOfWork:
     unknown_fields: SqlUnknownFields
     stock: SqlStockRepository
     fingerprints: SqlFingerprintRepository
+    erp_handles: SqlErpHandleRepository
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -127,6 +129,7 @@ class SqlUnitOfWork:
         writer = self._session if isinstance(self._session, WriterSession) else None
         self.stock = SqliteStockRepository(writer) if writer is not None else SqlStockRepository(conn)
         self.fingerprints = SqlFingerprintRepository(conn)
+        self.erp_handles = SqlErpHandleRepository(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -92,6 +92,7 @@ class FakeState:
     stock: dict[tuple[str, str], StockReport] = field(default_factory=dict)  # (sku, warehouse) → newest count
     reservations: dict[tuple[str, str, str], tuple[int, datetime]] = field(default_factory=dict)  # → (qty, at)
     fingerprints: dict[tuple[str, str], FingerprintMatch] = field(default_factory=dict)  # (fingerprint, order id)
+    erp_handles: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (target, code, name) → value
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -731,6 +732,17 @@ class FakeFingerprintRepository:
         return sorted(found, key=lambda m: (m.at, m.order_id))
 
 
+class FakeErpHandleRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def get(self, target: str, code: str, name: str) -> str | None:
+        return self._s.erp_handles.get((target, code, name))
+
+    async def put_if_absent(self, target: str, code: str, name: str, value: str, *, now: datetime) -> str:
+        return self._s.erp_handles.setdefault((target, code, name), value)
+
+
 class FakeUnitOfWork:
     def __init__(self, factory: FakeUnitOfWorkFactory, *, write: bool) -> None:
         self._factory = factory
@@ -751,6 +763,7 @@ class FakeUnitOfWork:
         self.refunds = FakeRefundRepository(state)
         self.stock = FakeStockRepository(state)
         self.fingerprints = FakeFingerprintRepository(state)
+        self.erp_handles = FakeErpHandleRepository(state)
 
     async def __aenter__(self) -> Self:
         if self._lock is not None:
