@@ -32,12 +32,32 @@ PATHS = ["/K3API/{object_type:str}/{operation:str}", "/k3api/{object_type:str}/{
 REJECT_MESSAGE = "单据日期所在的会计期间已结账，不能保存单据"
 _WRITES = frozenset({"save", "update", "delete", "checkbill"})
 _TEMPLATE = {
-    "Page1": [{"FBillNo": "", "Fdate": "", "FCustID": {"FNumber": "", "FName": ""}, "FDeptID": {"FNumber": ""},
-               "FEmpID": {"FNumber": ""}, "FCurrencyID": {"FNumber": "RMB"}, "FExchangeRate": "1",
-               "FExplanation": ""}],
-    "Page2": [{"FItemID": {"FNumber": "", "FName": ""}, "FUnitID": {"FNumber": ""}, "Fauxqty": "0",
-               "Fauxprice": "0", "FAuxTaxPrice": "0", "FCess": "0", "Famount": "0", "FAllAmount": "0",
-               "FDate1": "", "Fnote": ""}],
+    "Page1": [
+        {
+            "FBillNo": "",
+            "Fdate": "",
+            "FCustID": {"FNumber": "", "FName": ""},
+            "FDeptID": {"FNumber": ""},
+            "FEmpID": {"FNumber": ""},
+            "FCurrencyID": {"FNumber": "RMB"},
+            "FExchangeRate": "1",
+            "FExplanation": "",
+        }
+    ],
+    "Page2": [
+        {
+            "FItemID": {"FNumber": "", "FName": ""},
+            "FUnitID": {"FNumber": ""},
+            "Fauxqty": "0",
+            "Fauxprice": "0",
+            "FAuxTaxPrice": "0",
+            "FCess": "0",
+            "Famount": "0",
+            "FAllAmount": "0",
+            "FDate1": "",
+            "Fnote": "",
+        }
+    ],
 }
 AnyRequest = Request[Any, Any, Any]
 
@@ -52,10 +72,15 @@ class K3WebApiController(Controller):
 
     path = "/"
 
-    @route(PATHS, http_method=[HttpMethod.GET, HttpMethod.POST], status_code=200,
-           middleware=[DefineMiddleware(PartnerCallMiddleware, system=SYSTEM)])
-    async def api(self, request: AnyRequest, object_type: str, operation: str) -> Response[bytes]:
+    @route(
+        PATHS,
+        http_method=[HttpMethod.GET, HttpMethod.POST],
+        status_code=200,
+        middleware=[DefineMiddleware(PartnerCallMiddleware, system=SYSTEM)],
+    )
+    async def api(self, request: AnyRequest) -> Response[bytes]:
         call = current_call(request)
+        object_type, operation = request.path_params["object_type"], request.path_params["operation"]
         query = {k.casefold(): v for k, v in request.query_params.items()}
         status, message, data = handle(call, request.method, object_type, operation, query)
         if status != 200 and call.outcome == "ok":
@@ -113,8 +138,14 @@ def handle(
     try:
         if (obj, op) == ("token", "create"):
             session = store.login(query.get("authoritycode", ""))
-            data = {"Token": session.token, "Code": session.account_set, "Validity": store.validity_s,
-                    "IPAddress": "127.0.0.1", "Language": "chs", "Create": session.created}
+            data = {
+                "Token": session.token,
+                "Code": session.account_set,
+                "Validity": store.validity_s,
+                "IPAddress": "127.0.0.1",
+                "Language": "chs",
+                "Create": session.created,
+            }
             return 200, "获取Token成功", data
         store.check_token(query.get("token", ""))
         if obj not in ("so", *SHIPMENT_OBJECTS):
