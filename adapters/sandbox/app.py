@@ -15,9 +15,10 @@ from adapters.sandbox.k3webapi import K3_WEBAPI
 from adapters.sandbox.pipeline import quiet_deliberate_drops
 from adapters.sandbox.state import SandboxState, SimulatedSystem
 from adapters.sandbox.u8eai import U8_EAI
+from adapters.sandbox.u8openapi import U8_OPENAPI
 
 #: Every simulated system the sandbox serves; add later ones (u8openapi, k3, ...) here.
-SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI, K3_WEBAPI)
+SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI, K3_WEBAPI, U8_OPENAPI)
 
 
 def create_sandbox_app(state: SandboxState | None = None) -> Litestar:
