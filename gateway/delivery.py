@@ -8,6 +8,11 @@ lease and its collaborators and returns what happened. Exactly-once rests on thr
   worker that died holding the lease — the ERP is asked whether the document already exists;
 * every write about an attempt is fenced by the lease token: a worker whose lease was taken over
   cannot record anything.
+
+A row's ``kind`` says what to do: ``deliver`` sends the document (``adapter.submit``); ``update``
+and ``cancel`` edit or cancel the document already there (``adapter.update`` / ``cancel``,
+``gateway.erp_edits``), with the same permits, circuit, lease budget and error classification. The
+document is always built from the newest stored version of the order.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from gateway.circuit import CallOutcome, CircuitBoard, Pass
 from gateway.clock import Clock
 from gateway.document import build_document
+from gateway.erp_edits import EDIT_KINDS, edit_interrupted_error, send_edit, skip_edit
 from gateway.errors import (
     ConfigError,
     MappingError,
@@ -32,7 +38,15 @@ from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError, Permit, R
 from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
-from gateway.outcomes import dead_letter, defer, interrupted, interrupted_error, record_success, retry
+from gateway.outcomes import (
+    dead_letter,
+    defer,
+    interrupted,
+    interrupted_error,
+    record_edit,
+    record_success,
+    retry,
+)
 from gateway.ports import ErpAdapter, ErpReceipt, OutboxLease, UnitOfWorkFactory
 from gateway.retry import exhausted
 from gateway.runtime import Runtime
@@ -64,19 +78,32 @@ def _outcome_unknown(lease: OutboxLease) -> bool:
 
 
 async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
-    """Deliver the order behind ``lease``; return the outcome
-    (``delivered``, ``retry``, ``unknown_outcome``, ``dead``, ``deferred``, ``skipped``,
-    ``lease_lost``). Before the ERP call the target's line must be running (not stopped), its
+    """Deliver, edit or cancel (``lease.kind``) the order's ERP document; return the outcome
+    (``delivered``, ``updated``, ``cancelled``, ``retry``, ``unknown_outcome``, ``dead``,
+    ``deferred``, ``skipped``, ``lease_lost``). Before the ERP call the target's line must be running (not stopped), its
     circuit must allow it and a concurrency permit must be free; when not, the row is deferred
     without counting an attempt."""
     async with deps.uow_factory(write=False) as uow:
         order = await uow.orders.get(lease.order_id)
-    if order is None or order.state in ("delivered", "held", "cancelled"):
-        # Nothing to send (already delivered by an earlier lease, or held since): close the row.
+    edit = lease.kind in EDIT_KINDS
+    if skip_edit(order) if edit else (order is None or order.state in ("delivered", "held", "cancelled")):
+        # Nothing to send (already delivered by an earlier lease, or held since; an edit of an
+        # order cancelled since): close the row.
         async with deps.uow_factory() as uow:
             ok = await uow.outbox.finish(lease, now=deps.clock.now())
             await uow.commit()
         return "skipped" if ok else "lease_lost"
+    assert order is not None
+    if lease.kind != "deliver" and not edit:
+        return await dead_letter(
+            lease,
+            deps,
+            ConfigError(
+                f"outbox row {lease.id} has an unknown kind {lease.kind!r}",
+                f"发件箱记录 {lease.id} 的类型 {lease.kind!r} 未知",
+                hint="A newer gateway version queued it: run that version's workers, then replay the dead letter",
+            ),
+        )
     target = deps.runtime.config.targets.get(lease.target)
     adapter = deps.adapters.get(lease.target)
     if target is None or adapter is None:
@@ -140,17 +167,20 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     reported: CallOutcome | None = None
     try:
         async with asyncio.timeout(max(budget, 0.0)):
-            if _outcome_unknown(lease):
+            # A first delivery whose earlier outcome is unknown looks the document up first (a
+            # second ``add`` could make a second document); an edit is sent again (idempotent).
+            if not edit and _outcome_unknown(lease):
                 looked_up = True
                 receipt = await adapter.lookup(doc)
             if receipt is None and exhausted(target.retry, lease.attempts + interrupted(lease)):
                 reported = "cancelled"
                 await _report(lease.target, deps, ticket, reported)
+                cut_off = edit_interrupted_error(lease, interrupted(lease)) if edit else interrupted_error(lease)
                 return await dead_letter(
-                    lease, deps, interrupted_error(lease), code=doc.code, attempts=lease.attempts + interrupted(lease)
+                    lease, deps, cut_off, code=doc.code, attempts=lease.attempts + interrupted(lease)
                 )
             if receipt is None:
-                receipt = await adapter.submit(doc)
+                receipt = await (send_edit(lease.kind, adapter, doc) if edit else adapter.submit(doc))
     except TimeoutError:
         reported = "failure"
         await _report(lease.target, deps, ticket, reported)
@@ -172,7 +202,11 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
         if deps.metrics:
             deps.metrics.child(deps.metrics.delivery_seconds, lease.target).observe(time.perf_counter() - started)
     await _report(lease.target, deps, ticket, "success")
-    return await record_success(lease, deps, receipt, doc.code, found_by_lookup=looked_up, accepted_at=order.created_at)
+    if edit:
+        return await record_edit(lease, deps, receipt, doc.code, built_from=order)
+    return await record_success(
+        lease, deps, receipt, doc.code, found_by_lookup=looked_up, accepted_at=order.created_at, built_from=order
+    )
 
 
 async def _release(deps: DeliveryDeps, permit: Permit) -> None:

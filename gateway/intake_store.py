@@ -4,7 +4,9 @@
     held:     order + binder row + timeline + audit entry + a hold intercept (the review queue's why)
     rejected: intercept + audit entry (422)
     a newer version: the canonical replaced, the state released or held, what changed on the
-              timeline and in the audit entry
+              timeline and in the audit entry; for an order whose document is in the ERP, an
+              outbox row that edits or cancels it, or a record of why the edit is held
+              (``gateway.erp_edits``)
 
 ``store_order`` serves a caller that judged the order itself (a two-person override).
 """
@@ -17,6 +19,7 @@ from typing import Any
 import msgspec
 
 from gateway.clock import Clock
+from gateway.erp_edits import IN_ERP_STATES, queue_edit
 from gateway.errors import Conflict
 from gateway.ids import new_id
 from gateway.order_facts import timeline_detail
@@ -204,11 +207,14 @@ async def store_update(
     )
     changed = sorted(k for k, v in canonical.items() if stored.canonical.get(k) != v and k != "source")
     new_state = stored.state
-    if stored.state in ("accepted", "held"):
-        new_state = "held" if verdict == "hold" else "accepted"
-        # Compare-and-set: a person may have decided the held order (gateway.review) since it was
-        # read (on PostgreSQL intake reads outside its write); then intake reads it again.
-        if new_state != stored.state and not await uow.orders.set_state_if(
+    edit: str | None = None
+    if stored.state in ("accepted", "held", *IN_ERP_STATES):
+        if stored.state in ("accepted", "held"):
+            new_state = "held" if verdict == "hold" else "accepted"
+        # Compare-and-set, even when the state stays: a person may have decided the held order
+        # (gateway.review), or a delivery may have put the order into the ERP, since it was read
+        # (on PostgreSQL intake reads outside its write); then intake reads it again.
+        if not await uow.orders.set_state_if(
             stored.id,
             expect=stored.state,
             state=new_state,  # type: ignore[arg-type]
@@ -219,16 +225,37 @@ async def store_update(
                 order_id=stored.id, target=stored.erp_target or "", kind="deliver", available_at=clock.now()
             )
             await uow.orders.set_erp(stored.id, target=stored.erp_target or "", document_no=None, status="pending")
+    if stored.state in IN_ERP_STATES:
+        # Its document is in the ERP: an edit or a cancellation of it, or an edit held after
+        # shipment (gateway.erp_edits). Not delivered yet: the first delivery sends this version.
+        edit = await queue_edit(
+            uow,
+            msgspec.structs.replace(
+                stored,
+                canonical=canonical,
+                platform_version=order.platform_version,
+                payload_sha256=sha,
+                mapping_version=runtime.platform_dictionaries[stored.platform].version,
+            ),
+            stored.canonical,
+            canonical,
+            now=clock.now(),
+            actor=actor,
+            rules_version=runtime.ruleset.version,
+        )
     detail = (
         _timeline_detail(violations, unknown, sha)
         | {"changed": changed, "platform_version": order.platform_version}
         | timeline_detail(facts)
     )
-    if stored.state not in ("accepted", "held"):
-        detail["note"] = "the ERP document is not edited by this version of the gateway"
-    if verdict == "hold":
+    if stored.state in IN_ERP_STATES:
+        detail["erp_edit"] = edit or "none"
+    elif stored.state not in ("accepted", "held"):
+        detail["note"] = f"the order is {stored.state}: there is no ERP document to edit"
+    if verdict == "hold" and edit != "cancel":
         # Why it is held now, as a held new order records it: what the review queue shows. An
-        # order already on its way to the ERP stays so; the hold is in the intercept log.
+        # order already on its way to the ERP stays so (an edit of its document too); the hold is
+        # in the intercept log. A cancelled version of a delivered order cancels its document.
         await intercept(
             uow,
             order,
@@ -255,7 +282,8 @@ async def store_update(
             "state": new_state,
             "previous_state": stored.state,
         }
-        | ({"changes": facts.changes.detail()} if facts.changes is not None else {}),
+        | ({"changes": facts.changes.detail()} if facts.changes is not None else {})
+        | ({"erp_edit": edit} if edit is not None else {}),
     )
     stored = msgspec.structs.replace(stored, state=new_state)
     return IntakeResult(202, answer(stored, unknown), stored.id, "updated", state=new_state)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from gateway.erp_edits import follow_up, refused_hint
 from gateway.errors import DeliveryInterrupted, PartnerError, PermanentError, UnknownOutcomeError
 from gateway.ids import new_id
 from gateway.logging import get_logger
-from gateway.ports import DeadLetter, ErpReceipt, OutboxLease
+from gateway.ports import DeadLetter, ErpReceipt, OrderRecord, OutboxLease
 from gateway.retry import backoff_delay, exhausted
 
 if TYPE_CHECKING:
@@ -56,7 +57,10 @@ async def record_success(
     *,
     found_by_lookup: bool,
     accepted_at: datetime | None = None,
+    built_from: OrderRecord | None = None,
 ) -> str:
+    """The document is in the ERP. ``built_from``: the order as the document was built from it; a
+    newer version stored meanwhile is queued as an edit in the same transaction (``gateway.erp_edits``)."""
     now = deps.clock.now()
     async with deps.uow_factory() as uow:
         if not await uow.outbox.finish(lease, now=now):
@@ -82,6 +86,8 @@ async def record_success(
             subject_id=lease.order_id,
             data=detail | {"code": code},
         )
+        if built_from is not None:
+            await follow_up(uow, built_from, now=now)
         await uow.commit()
     if deps.metrics:
         deps.metrics.child(deps.metrics.deliveries_total, lease.target, "delivered").inc()
@@ -90,6 +96,47 @@ async def record_success(
             deps.metrics.child(deps.metrics.delivery_lag_seconds, lease.target).observe(max(0.0, lag))
     log.info("delivered", order=lease.order_id, target=lease.target, document_no=receipt.document_no)
     return "delivered"
+
+
+async def record_edit(
+    lease: OutboxLease, deps: DeliveryDeps, receipt: ErpReceipt, code: str, *, built_from: OrderRecord
+) -> str:
+    """The ERP confirmed an ``update`` (the document carries the version it was built from) or a
+    ``cancel`` (the order is ``cancelled``). After an update, a version stored while it was on its
+    way is queued next."""
+    now = deps.clock.now()
+    outcome = "updated" if lease.kind == "update" else "cancelled"
+    async with deps.uow_factory() as uow:
+        if not await uow.outbox.finish(lease, now=now):
+            return lease_lost(lease, deps)
+        await uow.orders.set_erp(
+            lease.order_id, target=lease.target, document_no=receipt.document_no or code, status=outcome
+        )
+        # "delivered" again after an update: a replayed dead letter set the order back to "accepted".
+        await uow.orders.set_state(lease.order_id, "delivered" if outcome == "updated" else "cancelled")
+        detail: dict[str, Any] = {
+            "target": lease.target,
+            "document_no": receipt.document_no or code,
+            "attempt": lease.attempts + 1,
+            "platform_version": built_from.platform_version,
+        }
+        if receipt.message:
+            detail["erp_message"] = receipt.message
+        await uow.orders.add_timeline(lease.order_id, f"erp.{outcome}", detail)
+        await uow.audit.append(
+            actor="gateway",
+            action=f"erp.{outcome}",
+            subject_type="order",
+            subject_id=lease.order_id,
+            data=detail | {"code": code},
+        )
+        if outcome == "updated":
+            await follow_up(uow, built_from, now=now)
+        await uow.commit()
+    if deps.metrics:
+        deps.metrics.child(deps.metrics.deliveries_total, lease.target, outcome).inc()
+    log.info(f"ERP document {outcome}", order=lease.order_id, target=lease.target, code=code)
+    return outcome
 
 
 def interrupted_error(lease: OutboxLease) -> PartnerError:
@@ -131,6 +178,8 @@ async def retry(lease: OutboxLease, deps: DeliveryDeps, exc: PartnerError, *, co
             "message": exc.message_en,
             "retry_in_s": round(delay, 3),
         }
+        if lease.kind != "deliver":
+            detail["kind"] = lease.kind
         await uow.orders.add_timeline(lease.order_id, f"erp.{outcome}", detail)
         await uow.audit.append(
             actor="gateway", action="delivery.failed", subject_type="order", subject_id=lease.order_id, data=detail
@@ -159,9 +208,12 @@ async def dead_letter(
     message_en = getattr(exc, "message_en", str(exc))
     message_zh = getattr(exc, "message_zh", str(exc))
     partner = getattr(exc, "partner_message", None)
+    edit = lease.kind != "deliver"
     hint = getattr(exc, "hint", None) or (
         "The ERP kept failing: check it is reachable and healthy, then replay the dead letter"
         if not isinstance(exc, PermanentError)
+        else refused_hint(lease.kind)
+        if edit
         else "Correct the cause named in the message, then replay"
     )
     letter = DeadLetter(
@@ -180,8 +232,15 @@ async def dead_letter(
         if not await uow.outbox.bury(lease, now=now, error=f"{reason}: {message_en}"):
             return lease_lost(lease, deps)
         await uow.dead_letters.add(letter)
-        await uow.orders.set_state(lease.order_id, "dead")
-        await uow.orders.set_erp(lease.order_id, target=lease.target, document_no=None, status="failed")
+        if edit:
+            # The document is in the ERP as it was before: the order stays delivered, and its
+            # ERP status says which edit failed (the dead letter says why).
+            await uow.orders.set_erp(
+                lease.order_id, target=lease.target, document_no=None, status=f"{lease.kind}_failed"
+            )
+        else:
+            await uow.orders.set_state(lease.order_id, "dead")
+            await uow.orders.set_erp(lease.order_id, target=lease.target, document_no=None, status="failed")
         detail = {
             "target": lease.target,
             "dead_letter_id": letter.id,
@@ -191,6 +250,8 @@ async def dead_letter(
             "attempts": attempts,
             "code": code,
         }
+        if edit:
+            detail["kind"] = lease.kind
         await uow.orders.add_timeline(lease.order_id, "erp.dead_letter", detail)
         await uow.audit.append(
             actor="gateway",
