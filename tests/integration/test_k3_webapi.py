@@ -8,6 +8,8 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from adapters.k3.webapi import K3WebApiAdapter, from_target
 from gateway.config import TargetConfig
 from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
 from gateway.ports import ErpDocument
+from tests.support.gateway import gateway_env, run_gateway
 from tests.support.servers import serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -352,3 +355,65 @@ async def test_from_target_needs_the_authority_code_and_known_shipment_objects(s
         )
         with pytest.raises(ConfigError, match="shipment_objects"):
             from_target(AdapterContext(name="k3", target=bad, http=client))
+
+
+# --------------------------------------------------------------------------- through the gateway
+
+DOUYIN = Path(__file__).resolve().parents[2] / "mappings" / "samples" / "douyin"
+
+
+def k3_gateway_config(tmp_path: Path, sandbox_url: str) -> Path:
+    """A configuration routing the Douyin shop to the sandbox's K3 WebAPI, the code from the environment."""
+    cfg = tmp_path / "gateway-k3.toml"
+    cfg.write_text(
+        f"""
+[shops.demo-douyin]
+platform = "douyin"
+default = true
+target = "k3-demo"
+
+[targets.k3-demo]
+transport = "k3_webapi"
+url = "{sandbox_url}"
+account_set = "{ACCOUNT_SET}"
+dictionary = "k3_so"
+values = ["values/demo-k3.toml"]
+code_prefix = "DY"
+code_width = 12
+timeout_s = 10
+
+[targets.k3-demo.auth]
+authority_code = "${{K3_AUTHORITY_CODE}}"
+
+[targets.k3-demo.params]
+department = "03.01"
+employee = "0001"
+unit = "PCS"
+tax_rate = 13
+"""
+    )
+    return cfg
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["plain", "drop_after_commit"])
+def test_a_douyin_order_becomes_one_so_in_k3(sandbox, tmp_path, monkeypatch, drop):
+    env = gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(k3_gateway_config(tmp_path, sandbox.url)))
+    monkeypatch.setenv("K3_AUTHORITY_CODE", CODE)
+    if drop:
+        sandbox.fault("k3", "drop_after_commit")
+    with run_gateway(env, monkeypatch) as gw:
+        with gw.client("platform") as c:
+            r = c.post("/v1/orders/douyin", content=(DOUYIN / "02_multi_line_coupons.json").read_bytes())
+        assert r.status_code == 202, r.text
+        if drop:
+            gw.wait_for(lambda: len(sandbox.documents("k3")) == 1, what="the SO written before the drop")
+            sandbox.clear_faults()
+        order = gw.wait_state(r.json()["id"], "delivered")
+    [so] = sandbox.documents("k3")
+    assert so["FBillNo"] == order["erp"]["document_no"] and so["FBillNo"].startswith("DY")
+    assert so["FCustID"]["FNumber"] == "01.003" and so["FDeptID"]["FNumber"] == "03.01"
+    assert sorted(line["FItemID"]["FNumber"] for line in so["lines"]) == ["2.02.001", "2.02.002"]
+    paid = sum(line["paid_fen"] for line in order["lines"])
+    assert sum(Decimal(line["FAllAmount"]) for line in so["lines"]) * 100 == paid
+    if drop:
+        assert order["timeline"][-1]["detail"].get("found_by_lookup") is True
