@@ -86,14 +86,6 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     async with deps.uow_factory(write=False) as uow:
         order = await uow.orders.get(lease.order_id)
     edit = lease.kind in EDIT_KINDS
-    if skip_edit(order) if edit else (order is None or order.state in ("delivered", "held", "cancelled")):
-        # Nothing to send (already delivered by an earlier lease, or held since; an edit of an
-        # order cancelled since): close the row.
-        async with deps.uow_factory() as uow:
-            ok = await uow.outbox.finish(lease, now=deps.clock.now())
-            await uow.commit()
-        return "skipped" if ok else "lease_lost"
-    assert order is not None
     if lease.kind != "deliver" and not edit:
         return await dead_letter(
             lease,
@@ -104,6 +96,14 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
                 hint="A newer gateway version queued it: run that version's workers, then replay the dead letter",
             ),
         )
+    if skip_edit(order) if edit else (order is None or order.state in ("delivered", "held", "cancelled")):
+        # Nothing to send (already delivered by an earlier lease, or held since; an edit of an
+        # order cancelled since): close the row.
+        async with deps.uow_factory() as uow:
+            ok = await uow.outbox.finish(lease, now=deps.clock.now())
+            await uow.commit()
+        return "skipped" if ok else "lease_lost"
+    assert order is not None
     target = deps.runtime.config.targets.get(lease.target)
     adapter = deps.adapters.get(lease.target)
     if target is None or adapter is None:

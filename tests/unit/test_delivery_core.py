@@ -41,6 +41,7 @@ class FakeErp:
         self.outcomes = list(outcomes)
         self.documents: dict[str, ErpDocument] = {}
         self.calls: list[str] = []
+        self.edits: list[ErpDocument] = []  # every document sent to update
 
     async def submit(self, doc: ErpDocument) -> ErpReceipt:
         self.calls.append("submit")
@@ -56,6 +57,30 @@ class FakeErp:
     async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
         self.calls.append("lookup")
         return ErpReceipt(document_no=doc.code) if doc.code in self.documents else None
+
+    async def update(self, doc: ErpDocument) -> ErpReceipt:
+        """Like U8's ``proc="edit"``: the document must be there; an unknown outcome may have edited it."""
+        self.calls.append("update")
+        self.edits.append(doc)
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if outcome == "written-then-lost":
+            self.documents[doc.code] = doc
+            raise UnknownOutcomeError("reply lost")
+        if isinstance(outcome, Exception):
+            raise outcome
+        if doc.code not in self.documents:
+            raise PermanentError("no such document", partner_message=f"单据 {doc.code} 不存在")
+        self.documents[doc.code] = doc
+        return ErpReceipt(document_no=doc.code)
+
+    async def cancel(self, doc: ErpDocument) -> ErpReceipt:
+        """Like U8's ``proc="delete"``: a document already gone counts as cancelled."""
+        self.calls.append("cancel")
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if isinstance(outcome, Exception):
+            raise outcome
+        self.documents.pop(doc.code, None)
+        return ErpReceipt(document_no=doc.code)
 
     async def aclose(self) -> None:
         pass
