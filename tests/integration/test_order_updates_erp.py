@@ -1,0 +1,137 @@
+"""Newer versions of a Taobao order already in U8, end to end: the real gateway on SQLite, real HTTP
+to it and from it to the U8 EAI sandbox. An edit changes the same document (proc="edit", one
+document, same code), a cancelled version deletes it (proc="delete") and cancels the order, a
+refused edit becomes a dead letter with U8's words that a replay sends again."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from adapters.u8.eai import U8EaiAdapter
+from tests.support.gateway import SAMPLES, RunningGateway
+from tests.support.servers import RunningSandbox
+
+pytestmark = pytest.mark.skipif(
+    not (hasattr(U8EaiAdapter, "update") and hasattr(U8EaiAdapter, "cancel")),
+    reason="U8EaiAdapter.update/cancel (proc=edit/delete) are not in adapters/u8/eai.py yet",
+)
+
+SAMPLE = json.loads((SAMPLES / "taobao" / "01_single_line_paid.json").read_text())
+
+
+def version(minute: int, *, qty: int = 1, **trade: Any) -> bytes:
+    """The sample as Taobao sends it later (``modified`` at 20:<minute>): ``qty`` pillows at 89.00
+    plus 6.00 freight (the amounts agree, as AMOUNT_MISMATCH wants), ``trade`` fields changed."""
+    body = json.loads(json.dumps(SAMPLE))
+    t = body["trade_fullinfo_get_response"]["trade"]
+    goods, paid = f"{89 * qty:.2f}", f"{89 * qty + 6:.2f}"
+    t.update(trade, num=qty, total_fee=goods, payment=paid, modified=f"2024-06-18 20:{minute:02d}:00")
+    t["orders"]["order"][0].update(num=qty, total_fee=goods, payment=paid)
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+MOVED = {"receiver_address": "文二西路***号**幢***室"}
+
+
+def _post(gw: RunningGateway, body: bytes) -> dict[str, Any]:
+    with gw.client() as c:
+        r = c.post("/v1/orders/taobao", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code in (200, 202), r.text
+    return r.json()
+
+
+def _timeline(gw: RunningGateway, gid: str, kind: str) -> list[dict[str, Any]]:
+    return [t for t in gw.order(gid)["timeline"] if t["kind"] == kind]
+
+
+def _procs(sandbox: RunningSandbox, code: str) -> list[str]:
+    out = []
+    for call in sandbox.calls("u8"):
+        req = call["request"]
+        if code in req:
+            out += [p for p in ("add", "edit", "delete") if f'proc="{p}"' in req]
+    return out
+
+
+def _delivered(gw: RunningGateway) -> tuple[str, str]:
+    gid = _post(gw, version(15))["id"]
+    order = gw.wait_state(gid, "delivered")
+    return gid, order["erp"]["document_no"]
+
+
+def test_a_newer_version_edits_the_u8_document_and_a_cancelled_one_deletes_it(
+    gateway: RunningGateway, sandbox: RunningSandbox
+) -> None:
+    gid, code = _delivered(gateway)
+    (doc,) = sandbox.documents("u8")
+    assert doc["code"] == code and [ln["quantity"] for ln in doc["lines"]] == [1]
+
+    # The buyer moves and takes a second pillow before shipment: the same U8 document is edited.
+    answer = _post(gateway, version(30, qty=2, **MOVED))
+    assert answer["id"] == gid
+    gateway.wait_for(lambda: _timeline(gateway, gid, "erp.updated"), what="the edit in U8")
+    (edited,) = sandbox.documents("u8")
+    assert edited["code"] == code and edited["define10"] == "3958201746231589372"
+    assert [(ln["quantity"], ln["sum"]) for ln in edited["lines"]] == [(2, 178.0)]
+    assert _procs(sandbox, code) == ["add", "edit"]
+    order = gateway.order(gid)
+    assert order["state"] == "delivered" and order["erp"]["document_no"] == code
+    (queued,) = _timeline(gateway, gid, "erp.update_queued")
+    assert sorted(queued["detail"]["changed"]) == ["address", "amounts", "lines"]
+    assert "文二西路" not in json.dumps(order["timeline"], ensure_ascii=False)  # what changed, never the address
+
+    # The same version again: a repeat (200), nothing sent.
+    with gateway.client() as c:
+        assert c.post("/v1/orders/taobao", content=version(30, qty=2, **MOVED)).status_code == 200
+
+    # Closed by Taobao before shipment: the U8 document is deleted, the order cancelled.
+    _post(gateway, version(45, qty=2, status="TRADE_CLOSED_BY_TAOBAO", **MOVED))
+    order = gateway.wait_state(gid, "cancelled")
+    assert sandbox.documents("u8") == []
+    assert _procs(sandbox, code) == ["add", "edit", "delete"]
+    assert [t["kind"] for t in order["timeline"]][-1] == "erp.cancelled"
+    with gateway.client("auditor") as c:
+        actions = [e["action"] for e in c.get("/v1/audit", params={"limit": 1000}).json()["items"]]
+    for action in ("delivery.succeeded", "erp.update_queued", "erp.updated", "erp.cancel_queued", "erp.cancelled"):
+        assert action in actions
+
+
+def test_an_edit_u8_refuses_is_a_dead_letter_and_the_replay_sends_it(
+    gateway: RunningGateway, sandbox: RunningSandbox
+) -> None:
+    gid, code = _delivered(gateway)
+    sandbox.fault("u8", "reject", rate=1.0)  # U8 refuses every write (a closed period, say)
+    _post(gateway, version(30, qty=2))
+    with gateway.client("it") as c:
+        (letter,) = gateway.wait_for(lambda: c.get("/v1/dead-letters").json()["items"], what="the dead letter")
+    assert letter["partner_message"] and letter["order_id"] == gid
+    order = gateway.order(gid)  # U8 still holds the document as first delivered
+    assert order["state"] == "delivered" and order["erp"]["document_no"] == code
+    (dead,) = _timeline(gateway, gid, "erp.dead_letter")
+    assert dead["detail"]["kind"] == "update"
+    assert [ln["quantity"] for ln in sandbox.documents("u8")[0]["lines"]] == [1]
+
+    sandbox.clear_faults()
+    with gateway.client("it") as c:
+        assert c.post(f"/v1/dead-letters/{letter['id']}/replay").status_code == 202
+    gateway.wait_for(lambda: _timeline(gateway, gid, "erp.updated"), what="the replayed edit")
+    gateway.wait_state(gid, "delivered")
+    (edited,) = sandbox.documents("u8")
+    assert edited["code"] == code and [ln["quantity"] for ln in edited["lines"]] == [2]
+
+
+def test_a_change_after_taobao_shipped_is_held_not_sent(gateway: RunningGateway, sandbox: RunningSandbox) -> None:
+    gid, code = _delivered(gateway)
+    _post(gateway, version(30, status="WAIT_BUYER_CONFIRM_GOODS", **MOVED))
+    (held,) = gateway.wait_for(lambda: _timeline(gateway, gid, "erp.edit_held"), what="the held edit")
+    with gateway.client("auditor") as c:
+        r = c.get("/v1/intercepts", params={"rule": "EDIT_AFTER_SHIPMENT"})
+        assert r.status_code == 200, r.text
+        (intercept,) = r.json()["items"]
+    assert intercept["id"] == held["detail"]["intercept_id"] and intercept["verdict"] == "hold"
+    assert "已发货" in intercept["violations"][0]["message_zh"]
+    assert gateway.order(gid)["state"] == "delivered"
+    assert _procs(sandbox, code) == ["add"]  # no edit was sent
