@@ -36,7 +36,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise FilterError(f"'{text[pos:pos + 10]}' 附近有语法错误。")
+            raise FilterError(f"'{text[pos : pos + 10]}' 附近有语法错误。")
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "word" and value.lower() in _KEYWORDS:

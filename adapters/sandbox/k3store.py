@@ -227,9 +227,7 @@ class K3Store:
             raise K3Rejected(f"不支持的单据类型[{spec.get('object')}]")
         order = self.existing(str(spec.get("order", "")))
         ordered = {ci(ci(e).get("fitemid")).get("fnumber"): (row, e) for row, e in enumerate(order.entries, 1)}
-        wanted = spec.get("lines") or [
-            {"item": item, "qty": ci(e).get("fauxqty")} for item, (_, e) in ordered.items()
-        ]
+        wanted = spec.get("lines") or [{"item": item, "qty": ci(e).get("fauxqty")} for item, (_, e) in ordered.items()]
         entries = []
         for line in wanted:
             if line.get("item") not in ordered:
@@ -239,8 +237,14 @@ class K3Store:
                 raise K3Rejected("数量必须大于0")
             row, entry = ordered[line["item"]]
             entries.append(
-                {"FItemID": ci(entry).get("fitemid"), "Fauxqty": str(qty), "FOrderBillNo": order.bill_no,
-                 "FOrderInterID": order.inter_id, "FOrderEntryID": row, "FSourceBillNo": order.bill_no}
+                {
+                    "FItemID": ci(entry).get("fitemid"),
+                    "Fauxqty": str(qty),
+                    "FOrderBillNo": order.bill_no,
+                    "FOrderInterID": order.inter_id,
+                    "FOrderEntryID": row,
+                    "FSourceBillNo": order.bill_no,
+                }
             )
         name, prefix = SHIPMENT_OBJECTS[kind]
         date = str(spec.get("date") or _local_now())
@@ -292,8 +296,14 @@ class K3Store:
             for s in self.bills[name].values():
                 shipped.setdefault(s.extra["order"], []).append({"object": s.object, "FBillNo": s.bill_no})
         return [
-            {**bill.header, "FInterID": bill.inter_id, "FStatus": bill.status, "created_at": bill.created_at,
-             "lines": bill.entries, "shipments": shipped.get(bill.bill_no, [])}
+            {
+                **bill.header,
+                "FInterID": bill.inter_id,
+                "FStatus": bill.status,
+                "created_at": bill.created_at,
+                "lines": bill.entries,
+                "shipments": shipped.get(bill.bill_no, []),
+            }
             for bill in self.bills["so"].values()
         ]
 

@@ -5,18 +5,32 @@ thrash (the simulator counts logins per account set, and a new login ends the pr
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from adapters.k3.tokens import TokenBroker
 from adapters.k3.webapi import K3WebApiAdapter
 from adapters.redis.connection import redis_client
 from gateway.errors import PermanentError, RetryableError
-from tests.integration.test_k3_webapi import ACCOUNT_SET, CODE, control, documents, logins, make_doc
+from tests.e2e.conftest import BIN, GatewayProcess, free_port
+from tests.integration.test_k3_webapi import (
+    ACCOUNT_SET,
+    CODE,
+    control,
+    documents,
+    k3_gateway_config,
+    logins,
+    make_doc,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +179,75 @@ async def test_a_wrong_authority_code_is_permanent_and_releases_the_lock(sandbox
         await b.token()
     assert info.value.partner_message and "WRONG" not in info.value.message_en
     assert await redis.exists(b.key, f"{b.key}:lock") == 0
+
+
+# --------------------------------------------------------------------------- real arq worker processes
+
+DOUYIN_SAMPLE = Path(__file__).resolve().parents[2] / "mappings" / "samples" / "douyin" / "02_multi_line_coupons.json"
+ORDERS = 40
+
+
+def _douyin_bodies(count: int) -> list[bytes]:
+    out = []
+    for n in range(count):
+        payload = msgspec.json.decode(DOUYIN_SAMPLE.read_bytes())
+        payload["data"]["shop_order_detail"]["order_id"] = str(6_921_876_600_000_000_000 + n)
+        out.append(msgspec.json.encode(payload))
+    return out
+
+
+def _delivered(metrics_port: int) -> int:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    series = 'deliveries_total{outcome="delivered",target="k3-demo"} '
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(series))
+
+
+@pytest.mark.e2e
+def test_four_gateway_workers_deliver_douyin_orders_to_k3_with_one_login(sandbox, redis_url, tmp_path: Path):
+    """``gateway serve`` relays to arq on Redis; four ``gateway worker`` processes deliver into the
+    K3 simulator, each with its own adapter and broker, sharing the session through Redis."""
+    config = k3_gateway_config(tmp_path, sandbox.url)
+    config.write_text(config.read_text().replace("timeout_s = 10", "timeout_s = 10\nconcurrency = 8"))
+    env = {
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        "GATEWAY_CONFIG": str(config),
+        "GATEWAY_REDIS_URL": redis_url,
+        "GATEWAY_LEASE_SECONDS": "30",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "K3_AUTHORITY_CODE": CODE,
+    }
+    gw = GatewayProcess(env, tmp_path / "serve.log")
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        gw.cli("db", "upgrade")
+        gw.start()
+        ports = [free_port() for _ in range(WORKERS)]
+        for n in range(WORKERS):
+            log = (tmp_path / f"worker{n}.log").open("ab")
+            cmd = [str(BIN / "gateway"), "worker", "--metrics-port", str(ports[n])]
+            workers.append(subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=log))
+        key = gw.cli("keys", "create", "--role", "platform").stdout.strip()
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            for body in _douyin_bodies(ORDERS):
+                r = client.post("/v1/orders/douyin", content=body)
+                assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 120
+        while len(sandbox.documents("k3")) < ORDERS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # a duplicate, if any, would arrive now
+        bills = [d["FBillNo"] for d in sandbox.documents("k3")]
+        assert len(bills) == ORDERS and len(set(bills)) == ORDERS  # every order exactly once
+        sessions = httpx.get(f"{sandbox.url}/_sandbox/k3/sessions", timeout=5).json()
+        assert sessions["logins"] == {ACCOUNT_SET: 1}  # four processes, one session
+        assert not [c for c in sandbox.calls("k3") if c["outcome"] == "rejected"]
+        delivered = [_delivered(port) for port in ports]
+        assert sum(delivered) == ORDERS and sum(1 for d in delivered if d) > 1  # the workers shared the work
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(15)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        gw.stop()
