@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from gateway.circuit import CallOutcome, CircuitBoard, Pass
 from gateway.clock import Clock
 from gateway.document import build_document
-from gateway.erp_edits import EDIT_KINDS, edit_interrupted_error, send_edit, skip_edit
+from gateway.erp_edits import EDIT_KINDS, cannot_edit, edit_interrupted_error, send_edit, skip_edit
 from gateway.errors import (
     ConfigError,
     MappingError,
@@ -116,6 +116,8 @@ async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
                 hint="Restore the target in the configuration, then replay the dead letter",
             ),
         )
+    if edit and not callable(getattr(adapter, lease.kind, None)):
+        return await dead_letter(lease, deps, cannot_edit(lease))
     try:
         doc = build_document(order, lease.target, target, deps.runtime)
     except (MappingError, ConfigError) as exc:

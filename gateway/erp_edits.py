@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.errors import DeliveryInterrupted, PartnerError
+from gateway.errors import ConfigError, DeliveryInterrupted, PartnerError
 from gateway.ids import new_id
 from gateway.pii import mask_order
 from gateway.ports import ErpAdapter, ErpDocument, ErpReceipt, InterceptRecord, OrderRecord, OutboxLease, UnitOfWork
@@ -179,6 +179,17 @@ def edit_interrupted_error(lease: OutboxLease, interrupted: int) -> PartnerError
         "ERP 应答前中断（工作进程退出或租约到期）；ERP 单据可能未更新",
         hint="Check the workers' logs and that GATEWAY_LEASE_SECONDS exceeds the ERP's slowest answer; "
         "then replay the dead letter (an edit is safe to send again)",
+    )
+
+
+def cannot_edit(lease: OutboxLease) -> ConfigError:
+    """The target's transport has no ``update`` / ``cancel``: nothing is sent, a person acts."""
+    what_zh = "修改" if lease.kind == "update" else "取消"
+    return ConfigError(
+        f"the transport of target {lease.target!r} cannot {lease.kind} a document already in the ERP",
+        f"ERP 目标 {lease.target!r} 的接口不支持{what_zh}已下发的单据",
+        hint="Make the change by hand in the ERP (the order's timeline names what changed), or configure a "
+        "transport that can, then replay the dead letter",
     )
 
 

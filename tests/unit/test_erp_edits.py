@@ -242,6 +242,26 @@ async def test_an_unknown_row_kind_is_a_dead_letter_not_a_delivery(runtime) -> N
     assert erp.calls == ["submit"]
 
 
+class SubmitOnlyErp:
+    """A transport that can add documents but not edit them."""
+
+    def __init__(self) -> None:
+        self.inner = FakeErp()
+        self.submit, self.lookup, self.aclose = self.inner.submit, self.inner.lookup, self.inner.aclose
+
+
+async def test_a_transport_that_cannot_edit_gives_a_dead_letter_not_a_crash(runtime) -> None:
+    erp = SubmitOnlyErp()
+    uow, clock, deps, gid = await _delivered(runtime, erp)  # type: ignore[arg-type]
+    await _post(runtime, deps, version(10, **MOVED))
+    (lease,) = await _claim(uow, clock)
+    assert await deliver(lease, deps) == "dead"
+    async with uow(write=False) as u:
+        (letter,) = (await u.dead_letters.list(cursor=None, limit=10, include_replayed=False)).items
+    assert letter.reason_code == "CONFIG_INVALID" and "by hand in the ERP" in letter.hint
+    assert (await _order(uow, gid)).state == "delivered" and erp.inner.calls == ["submit"]
+
+
 # --------------------------------------------------------------------------- plan_edit alone
 
 
