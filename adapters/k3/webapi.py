@@ -124,14 +124,14 @@ class K3WebApiAdapter:
         if reply.status != 200:
             raise _unknown(doc.code, "K3 refused the look-up", partner_message=reply.message)
         try:
-            _, rows = list_rows(reply.data)
+            total, rows = list_rows(reply.data)
         except ReplyShapeError as exc:
             raise _unknown(doc.code, f"K3 sent an unrecognised list ({exc})") from exc
         # A filter K3 ignored would list every bill: match the number ourselves.
         found = [r for r in rows if str(field(r, "FBillNo") or "").strip().casefold() == doc.code.casefold()]
         if not found:
             return None
-        if not _same_order(found, doc):
+        if not _same_order(found, doc, all_lines=total <= len(rows)):
             raise PermanentError(
                 f"K3 already holds a different SO under bill number {doc.code}",
                 f"K3 中单据编号 {doc.code} 已被另一张销售订单占用",
@@ -347,12 +347,15 @@ def _unknown(code: str, reason: str, **details: Any) -> UnknownOutcomeError:
     )
 
 
-def _same_order(rows: list[dict[str, Any]], doc: ErpDocument) -> bool:
-    """Does the SO K3 holds under our number look like ours? Customer and materials, when listed."""
+def _same_order(rows: list[dict[str, Any]], doc: ErpDocument, *, all_lines: bool) -> bool:
+    """Does the SO K3 holds under our number look like ours? The customer, and the materials when
+    the list gave every line (a bill longer than one page is judged by its customer)."""
     ours = number_of(field(doc.header, "FCustID"))
     theirs = number_of(field(rows[0], "FCustID"))
     if ours and theirs and ours != theirs:
         return False
+    if not all_lines:
+        return True
     their_items = sorted(n for r in rows if (n := number_of(field(r, "FItemID"))))
     our_items = sorted(number_of(field(e, "FItemID")) for e in doc.entries)
     return not their_items or their_items == our_items
