@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ from adapters.u8.openapi import TRADEID, U8OpenApiAdapter, from_target
 from adapters.u8.openapi_json import build_saleorder
 from gateway.config import TargetConfig
 from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
+from tests.support.gateway import SAMPLES, RunningGateway, gateway_env, run_gateway
 from tests.unit.test_u8_eai_xml import make_doc
 
 pytestmark = pytest.mark.integration
@@ -371,3 +372,87 @@ async def ship(sandbox, adapter: U8OpenApiAdapter, code: str, item: str, qty: in
     )
     assert reply["errcode"] == "0"
     return reply["id"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+PDD_SAMPLE = SAMPLES / "pinduoduo" / "01_single_paid.json"  # = reference/samples/pinduoduo
+GATEWAY_CONFIG = """
+name = "u8-openapi-e2e"
+
+[shops.demo-pinduoduo]
+platform = "pinduoduo"
+default = true
+target = "u8-cloud"
+
+[targets.u8-cloud]
+transport = "u8_openapi"
+url = "${GATEWAY_SANDBOX_URL}/u8openapi"
+values = ["values/demo-u8.toml", "values/demo-logistics.toml"]
+timeout_s = 5
+
+[targets.u8-cloud.auth]
+app_key = "${U8_OPENAPI_APP_KEY}"
+app_secret = "${U8_OPENAPI_APP_SECRET}"
+from_account = "${U8_OPENAPI_FROM_ACCOUNT}"
+to_account = "${U8_OPENAPI_TO_ACCOUNT}"
+
+[targets.u8-cloud.options]
+poll_first_s = 0.1
+
+[targets.u8-cloud.params]
+department = "0301"
+sales_type = "01"
+person = "0001"
+maker = "gateway"
+currency = "人民币"
+tax_rate = 13
+
+[targets.u8-cloud.retry]
+first_delay_s = 0.2
+cap_s = 1.0
+unknown_outcome_delay_s = 0.2
+"""
+
+
+@pytest.fixture
+def openapi_gateway(sandbox, tmp_path, monkeypatch) -> Iterator[RunningGateway]:
+    """The gateway with its Pinduoduo shop routed to a ``u8_openapi`` target at the sandbox;
+    the credentials come from the environment, as in production."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(GATEWAY_CONFIG, encoding="utf-8")
+    env = {f"U8_OPENAPI_{key.upper()}": value for key, value in AUTH.items()}
+    with run_gateway(gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(config), **env), monkeypatch) as gw:
+        yield gw
+
+
+def post_order(gw: RunningGateway, body: bytes) -> dict[str, Any]:
+    with gw.client("platform") as c:
+        response = c.post("/v1/orders/pinduoduo", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_a_pinduoduo_order_is_delivered_once_through_u8_openapi(openapi_gateway, sandbox):
+    accepted = post_order(openapi_gateway, PDD_SAMPLE.read_bytes())
+    order = openapi_gateway.wait_state(accepted["id"], "delivered")
+    [doc] = sandbox.documents(SYSTEM)
+    assert doc["code"] == order["erp"]["document_no"]
+    assert doc["custcode"] == "010002"  # demo-pinduoduo in the value table
+    assert doc["lines"] and all(line["quantity"] > 0 for line in doc["lines"])
+    assert len(adds(sandbox)) == 1
+    assert sandbox.documents("u8") == []  # the EAI route was not used
+
+
+def test_a_reply_dropped_after_commit_still_leaves_one_order(openapi_gateway, sandbox):
+    sandbox.fault(SYSTEM, "drop_after_commit")
+    accepted = post_order(openapi_gateway, PDD_SAMPLE.read_bytes())
+    openapi_gateway.wait_for(lambda: adds(sandbox), what="the first add")
+    sandbox.clear_faults()
+    order = openapi_gateway.wait_state(accepted["id"], "delivered")
+    [doc] = sandbox.documents(SYSTEM)
+    assert doc["code"] == order["erp"]["document_no"]
+    timeline = {entry["kind"]: entry["detail"] for entry in order["timeline"]}
+    assert timeline["erp.unknown_outcome"]["error"] == "ERP_OUTCOME_UNKNOWN"
+    assert timeline["erp.delivered"]["found_by_lookup"] is True  # saleorderlist found it: no second add
+    assert len(adds(sandbox)) == 1
