@@ -67,7 +67,7 @@ class U8OpenApiAdapter:
         rows_per_page: int = 200,
     ) -> None:
         self._target = target
-        self._session = session
+        self.session = session  # public: its token and raw calls serve operators' tools and tests
         self._uow = uow_factory
         self._sync = sync
         self._poll_first_s = poll_first_s
@@ -90,12 +90,12 @@ class U8OpenApiAdapter:
             PermanentError: U8 rejected the order, or the document cannot be rendered.
         """
         body = _render(doc)
-        deadline = time.monotonic() + self._session.timeout
+        deadline = time.monotonic() + self.session.timeout
         trade_id = await self._trade_id(doc.code)
         params = {"tradeid": trade_id, "biz_id": doc.code}
         if self._sync:
             params["sync"] = "1"
-        reply = await self._session.call("POST", "/api/saleorder/add", code=doc.code, params=params, body=body)
+        reply = await self.session.call("POST", "/api/saleorder/add", code=doc.code, params=params, body=body)
         if reply["errcode"] == "0" and not reply.get("id") and reply.get("url"):
             reply = await self._poll(str(reply["url"]), doc.code, deadline)
         if reply["errcode"] == "0":
@@ -130,7 +130,7 @@ class U8OpenApiAdapter:
             PermanentError: U8 refused (not there, shipped, audited) or the document cannot be
                 rendered.
         """
-        reply = await self._session.call("POST", self._edit_path, code=doc.code, body=_render(doc))
+        reply = await self.session.call("POST", self._edit_path, code=doc.code, body=_render(doc))
         if reply["errcode"] != "0":
             raise _rejected(doc.code, reply, "refused to edit sale order", "拒绝修改销售订单")
         return ErpReceipt(document_no=str(reply.get("id") or doc.code), message="edited in U8")
@@ -142,7 +142,7 @@ class U8OpenApiAdapter:
         Raises:
             PermanentError: U8 refused (shipped, audited).
         """
-        reply = await self._session.call("POST", self._delete_path, code=doc.code, body=code_only(doc.code))
+        reply = await self.session.call("POST", self._delete_path, code=doc.code, body=code_only(doc.code))
         if reply["errcode"] == "0":
             return ErpReceipt(document_no=doc.code, message="deleted in U8")
         if _GONE in reply["errmsg"] and doc.code in reply["errmsg"]:
@@ -165,7 +165,7 @@ class U8OpenApiAdapter:
             stored = await uow.erp_handles.get(self._target, code, TRADEID)
         if stored is not None:
             return stored
-        fresh = await self._session.tradeid(code)
+        fresh = await self.session.tradeid(code)
         async with self._uow() as uow:
             # Another worker may have stored one meanwhile: then both use the one stored first.
             stored = await uow.erp_handles.put_if_absent(self._target, code, TRADEID, fresh, now=datetime.now(UTC))
@@ -174,7 +174,7 @@ class U8OpenApiAdapter:
 
     async def _poll(self, url: str, code: str, deadline: float) -> dict[str, Any]:
         """Poll an asynchronous result until it is final or the call's time is up (O3–O5)."""
-        if _origin(url) != _origin(self._session.base_url):
+        if _origin(url) != _origin(self.session.base_url):
             raise unknown(code, "U8 OpenAPI gave a result URL on another host; it is not followed")
         wait = self._poll_first_s
         while True:
@@ -185,7 +185,7 @@ class U8OpenApiAdapter:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise unknown(code, "the asynchronous result was still pending at the deadline", pending=True)
-            reply = await self._session.send("GET", url, code=code, within_s=left)
+            reply = await self.session.send("GET", url, code=code, within_s=left)
             if reply["errcode"] != "0" or reply.get("id"):
                 return reply
             if reply.get("status") not in ("processing", "pending"):

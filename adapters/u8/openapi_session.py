@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -76,7 +77,8 @@ class OpenApiSession:
 
     async def tradeid(self, code: str) -> str:
         """A new trade id (O1); ``RetryableError`` when the relay gives none (nothing was written)."""
-        reply = await self.call("GET", "/system/tradeid", code=code, to_account=False)
+        async with _nothing_written(code):
+            reply = await self.call("GET", "/system/tradeid", code=code, to_account=False)
         trade = reply.get("trade")
         trade_id = trade.get("id") if isinstance(trade, dict) else None
         if reply["errcode"] != "0" or not isinstance(trade_id, str) or not trade_id:
@@ -181,7 +183,8 @@ class OpenApiSession:
 
     async def _fetch_token(self) -> None:
         params = {k: self._creds[k] for k in ("from_account", "app_key", "app_secret")}
-        reply = await self.send("GET", f"{self.base_url}/system/token", code="", params=params)
+        async with _nothing_written(""):
+            reply = await self.send("GET", f"{self.base_url}/system/token", code="", params=params)
         token = reply.get("token")
         token_id = token.get("id") if isinstance(token, dict) else None
         expires_ms = token.get("expiresIn") if isinstance(token, dict) else None
@@ -203,6 +206,20 @@ class OpenApiSession:
     def _forget(self, token: str) -> None:
         if self._token == token:
             self._token, self._token_until = None, 0.0
+
+
+@asynccontextmanager
+async def _nothing_written(code: str) -> AsyncIterator[None]:
+    """Token and trade-id requests write nothing: a lost reply to them is retryable, not unknown."""
+    try:
+        yield
+    except UnknownOutcomeError as exc:
+        raise RetryableError(
+            f"U8 OpenAPI gave no usable answer to a token or trade-id request ({exc.message_en}); nothing was written",
+            "U8 OpenAPI 未正常应答 token 或 tradeid 请求，未写入任何单据",
+            hint="Check that the relay is reachable; the order is retried",
+            document_code=code or None,
+        ) from exc
 
 
 def unknown(code: str, reason: str, **details: Any) -> UnknownOutcomeError:

@@ -178,8 +178,8 @@ async def test_a_garbage_reply_is_unknown_and_the_retry_writes_no_second_order(s
 
 async def written_elsewhere(adapter: U8OpenApiAdapter, doc) -> None:  # noqa: ANN001
     """The order sent by another client of the relay: its own tradeid, no biz_id."""
-    tradeid = await adapter._session.tradeid(doc.code)
-    reply = await adapter._session.call(
+    tradeid = await adapter.session.tradeid(doc.code)
+    reply = await adapter.session.call(
         "POST", "/api/saleorder/add", code=doc.code, params={"tradeid": tradeid, "sync": "1"}, body=build_saleorder(doc)
     )
     assert reply["errcode"] == "0"
@@ -209,7 +209,7 @@ async def test_a_token_the_relay_no_longer_knows_is_refreshed_and_the_call_sent_
     store(sandbox).revoke_tokens()
     receipt = await adapter.submit(make_doc(code="GW00000043", header={**make_doc().header, "code": "GW00000043"}))
     assert receipt.document_no == "GW00000043"
-    assert adapter._session.tokens_fetched == 2
+    assert adapter.session.tokens_fetched == 2
     refused = [c for c in sandbox.calls(SYSTEM) if '"errcode":"30001"' in c["response"]]
     assert len(refused) == 1  # the tradeid call with the revoked token; then all went through
     assert len(sandbox.documents(SYSTEM)) == 2
@@ -220,7 +220,7 @@ async def test_a_short_lived_token_is_renewed_before_it_expires(sandbox, adapter
     await adapter.submit(make_doc())
     await asyncio.sleep(0.5)
     await adapter.submit(make_doc(code="GW00000043", header={**make_doc().header, "code": "GW00000043"}))
-    assert adapter._session.tokens_fetched == 2
+    assert adapter.session.tokens_fetched == 2
     assert not [c for c in sandbox.calls(SYSTEM) if "过期" in c["response"]]
 
 
@@ -236,7 +236,7 @@ async def test_the_tradeid_survives_a_new_adapter_on_the_same_database(sandbox, 
     restarted = adapters.make()  # a new process: new token, new HTTP client, the same database
     receipt = await restarted.submit(doc)
     assert receipt.message == f"tradeid {tradeid}"
-    assert restarted._session.tokens_fetched == 1
+    assert restarted.session.tokens_fetched == 1
     assert store(sandbox).trade_ids == {tradeid}
     assert len(sandbox.documents(SYSTEM)) == 1
 
@@ -306,14 +306,18 @@ async def test_relay_down_is_retryable(uow_factory):
 
 async def test_wrong_credentials_are_retryable_and_say_where_to_look(sandbox, uow_factory):
     client = httpx.AsyncClient()
-    target = TargetConfig(transport="u8_openapi", url=f"{sandbox.url}/u8openapi", auth={**AUTH, "app_secret": "x"})
+    wrong = "wrong-secret-4711"
+    target = TargetConfig(transport="u8_openapi", url=f"{sandbox.url}/u8openapi", auth={**AUTH, "app_secret": wrong})
     adapter = from_target(AdapterContext(name="u8-cloud", target=target, http=client, uow_factory=uow_factory))
     try:
         with pytest.raises(RetryableError) as info:
             await adapter.submit(make_doc())
     finally:
         await client.aclose()
-    assert "app_secret" in info.value.hint and "x" not in (info.value.partner_message or "").split()
+    error = info.value
+    assert "app_secret" in error.hint and error.partner_message == "app_key或app_secret错误"
+    told = [error.message_en, error.message_zh, error.hint, error.partner_message, repr(error.details)]
+    assert not [text for text in told if wrong in text]  # the secret is never repeated
     assert sandbox.documents(SYSTEM) == []
 
 
@@ -367,7 +371,7 @@ async def ship(sandbox, adapter: U8OpenApiAdapter, code: str, item: str, qty: in
             "entry": [{"inventorycode": item, "quantity": qty, "cordercode": code}],
         }
     }
-    reply = await adapter._session.call(
+    reply = await adapter.session.call(
         "POST", "/api/consignment/add", code=code, body=httpx.Request("POST", "/", json=body).content
     )
     assert reply["errcode"] == "0"
