@@ -63,6 +63,8 @@ class TokenBroker:
         timeout: Timeouts of the login call.
         redis: Where the token is shared; None keeps it in this process.
         margin_s: Replace a token this long before its ``Validity`` ends (at most a quarter of it).
+        validity_s: Use this instead of the ``Validity`` K3 answers, for a site whose K3API states
+            it in another unit than seconds (the unit is not documented, §3.1).
         wait_s: How long a worker waits for another worker's login before giving up (retryable).
         prefix: Redis key prefix.
     """
@@ -77,6 +79,7 @@ class TokenBroker:
         timeout: httpx.Timeout,
         redis: Redis | None = None,
         margin_s: float = 60.0,
+        validity_s: float | None = None,
         wait_s: float = 30.0,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
@@ -86,6 +89,7 @@ class TokenBroker:
         self._timeout = timeout
         self._redis = redis
         self._margin_s = margin_s
+        self._validity_s = validity_s
         self._wait_s = wait_s
         who = account_set or "code:" + hashlib.sha256(authority_code.encode()).hexdigest()
         digest = hashlib.sha256(f"{root.rstrip('/')}|{who}".encode()).hexdigest()[:24]
@@ -209,6 +213,8 @@ class TokenBroker:
         return token, self._ttl(field(data, "Validity"))
 
     def _ttl(self, validity: object) -> float:
+        if self._validity_s is not None:
+            validity = self._validity_s
         try:
             seconds = float(validity)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -362,8 +362,15 @@ def _same_order(rows: list[dict[str, Any]], doc: ErpDocument, *, all_lines: bool
 
 
 def from_target(ctx: AdapterContext) -> K3WebApiAdapter:
-    """The adapter of a ``transport = "k3_webapi"`` target (``adapters.erp``); ``url`` is the root
-    in front of ``/K3API``, ``[auth] authority_code`` the K3API authority code."""
+    """The adapter of a ``transport = "k3_webapi"`` target (``adapters.erp``).
+
+    ``url`` is the root in front of ``/K3API``; ``[auth] authority_code`` the K3API authority code
+    (from the environment); ``account_set`` the 账套 it is bound to (with the root, the key of the
+    session all workers share). ``[options]``: ``token_margin_s`` (replace a token this long
+    before it expires, default 60), ``token_validity_s`` (instead of K3's ``Validity``),
+    ``shipment_objects`` (default ``["Sales_Delivery"]``), ``waybill_field`` / ``carrier_field``
+    (header fields of the shipment bills).
+    """
     target = ctx.target
     code = ctx.require("authority_code")["authority_code"]
     options = target.options
@@ -383,6 +390,7 @@ def from_target(ctx: AdapterContext) -> K3WebApiAdapter:
         timeout=timeout,
         redis=ctx.redis,
         margin_s=float(options.get("token_margin_s", 60.0)),
+        validity_s=float(options["token_validity_s"]) if "token_validity_s" in options else None,
     )
     return K3WebApiAdapter(
         root=target.url,

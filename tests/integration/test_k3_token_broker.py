@@ -138,6 +138,10 @@ async def test_the_shared_token_expires_in_redis_before_its_validity_ends(sandbo
     assert (await redis.get(b.key)).decode() == token
     assert 85_000 <= await redis.pttl(b.key) <= 90_000  # Validity 100 s less the 10 s margin
     assert await redis.exists(f"{b.key}:lock") == 0  # the login lock is released
+    await redis.delete(b.key)
+    stated = broker(sandbox, client, redis, margin_s=10, validity_s=40)  # a site stating Validity otherwise
+    await stated.token()
+    assert 29_000 <= await redis.pttl(stated.key) <= 30_000
 
 
 async def test_a_worker_waits_for_the_login_another_worker_holds(sandbox, redis, stack):
