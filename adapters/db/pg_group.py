@@ -21,12 +21,14 @@ at most ``max_group``, in ONE transaction on the plain ``asyncpg`` connection:
 The head row is locked from step 2 to the end of the COMMIT, once per group rather than once per
 order. A unit whose binding was already taken (a repeat, or a concurrent first submission that
 another transaction stored first) gets ``Conflict`` and none of its rows is stored; intake then
-looks the binding up (a 200). Units of another shape (a held order and its intercept, an update,
-a rejection, any unit that reserves or releases stock or records a fingerprint), and every unit of
-a group whose transaction failed, are written one by one, each in its own transaction through the
-Core repositories, as without grouping. An error of such a unit (a stock reservation refused below
-its safety stock: ``Conflict`` with ``details["reason"] == "stock_below_floor"``) is raised by its
-``commit()``, with nothing of the unit stored.
+looks the binding up (a 200). A new order's stock reservation and fingerprints go in the same
+group: the levels it reserves are locked and its safety-stock floors checked before step 1, and a
+unit refused there gets its ``Conflict`` (``details["reason"] == "stock_below_floor"``) with
+nothing of it stored (``pg_group_stock.py``). Units of another shape (a held order and its
+intercept, an update, a rejection, a release of stock), and every unit of a group whose
+transaction failed, are written one by one, each in its own transaction through the Core
+repositories, as without grouping; an error of such a unit is raised by its ``commit()``, with
+nothing of the unit stored.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.db.audit_log import Draft, draft, seal
+from adapters.db.pg_group_stock import FingerprintRow, StockWrites, check_group, write_group
 from adapters.db.repositories import PAYLOAD_ZLIB_LEVEL, SqlOrderRepository, binding_from_row, utcnow
 from adapters.db.stock import SqlFingerprintRepository, SqlStockRepository
 from gateway.errors import Conflict
@@ -207,6 +210,7 @@ class _NewOrder:
     outbox: list[_OutboxRow]
     payload: _PayloadRow
     audit: Draft
+    stock: StockWrites
 
 
 @dataclass
@@ -216,19 +220,24 @@ class _Unit:
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-# A unit step 1 can write: exactly one order, payload and audit entry, any timeline and outbox rows.
-# Anything else (stock reservations, fingerprints, intercepts, updates) makes the unit go alone.
+# A unit a group can write: exactly one order, payload and audit entry, any timeline and outbox
+# rows and fingerprints of that order, at most one reservation of its stock (``pg_group_stock``).
+# Anything else (intercepts, updates, releases, counts) makes the unit go alone.
 _ONE_EACH = (("orders", "add"), ("payloads", "put"), ("audit", "append"))
-_GROUP_SHAPE = {*_ONE_EACH, ("orders", "add_timeline"), ("outbox", "add")}
+_RESERVE = ("stock", "reserve")
+_GROUP_SHAPE = {*_ONE_EACH, ("orders", "add_timeline"), ("outbox", "add"), _RESERVE, ("fingerprints", "add")}
 
 
 def _new_order(ops: list[_Op], staged: dict[str, Any]) -> _NewOrder | None:
     """The unit's rows for step 1, or None when it is of another shape."""
     kinds = [(op.repo, op.method) for op in ops]
-    if not set(kinds) <= _GROUP_SHAPE or any(kinds.count(k) != 1 for k in _ONE_EACH):
+    if not set(kinds) <= _GROUP_SHAPE or any(kinds.count(k) != 1 for k in _ONE_EACH) or kinds.count(_RESERVE) > 1:
         return None
     order: _OrderRow = staged["order"]
-    if any(row.order_id != order.id for row in (*staged["timeline"], *staged["outbox"])):
+    if any(row.order_id != order.id for row in (*staged["timeline"], *staged["outbox"], *staged["fingerprints"])):
+        return None
+    reserve = next((op for op in ops if (op.repo, op.method) == _RESERVE), None)
+    if reserve is not None and reserve.args[0] != order.id:
         return None
     return _NewOrder(
         order=order,
@@ -236,6 +245,11 @@ def _new_order(ops: list[_Op], staged: dict[str, Any]) -> _NewOrder | None:
         outbox=staged["outbox"],
         payload=msgspec.structs.replace(staged["payload"], order_id=order.id),
         audit=staged["audit"],
+        stock=StockWrites.of(
+            order.id,
+            None if reserve is None else (reserve.args[1], reserve.kwargs["at"]),
+            staged["fingerprints"],
+        ),
     )
 
 
@@ -278,7 +292,7 @@ class PgGroupCommitter:
 
     async def _write_group(self, group: list[_Unit], db: Database) -> None:
         try:
-            stored = await self._transaction(group)
+            stored, refused = await self._transaction(group)
         except asyncio.CancelledError:
             for unit in group:
                 if not unit.done.done():
@@ -298,25 +312,31 @@ class PgGroupCommitter:
         for unit in group:
             if unit.done.done():
                 continue
-            if unit.new is not None and unit.new.order.id in stored:
+            if unit.new is not None and unit.new.order.id in refused:
+                unit.done.set_exception(refused[unit.new.order.id])
+            elif unit.new is not None and unit.new.order.id in stored:
                 unit.done.set_result(None)
             else:
                 unit.done.set_exception(Conflict("this platform order is already stored", "该平台订单已存在"))
 
-    async def _transaction(self, group: list[_Unit]) -> set[str]:
-        """Steps 1–3 for ``group``; the ids of the orders stored."""
+    async def _transaction(self, group: list[_Unit]) -> tuple[set[str], dict[str, Conflict]]:
+        """Steps 1–3 for ``group``, the stock levels it reserves locked and checked first; the ids
+        of the orders stored, and those refused below a safety stock with their ``Conflict``."""
         news = [u.new for u in group if u.new is not None]
-        args = (
-            _text([n.order for n in news]),
-            _text([row for n in news for row in n.timeline]),
-            _text([row for n in news for row in n.outbox]),
-            _text([n.payload for n in news]),
-        )
         conn = await self.engine.connect()
         try:
             raw = (await conn.get_raw_connection()).driver_connection
             async with raw.transaction():
-                stored = {row[0] for row in await raw.fetch(_INSERT_GROUP, *args)}
+                refused, as_of = await check_group(raw, [n.stock for n in news if n.stock.wanted])
+                news = [n for n in news if n.order.id not in refused]
+                args = (
+                    _text([n.order for n in news]),
+                    _text([row for n in news for row in n.timeline]),
+                    _text([row for n in news for row in n.outbox]),
+                    _text([n.payload for n in news]),
+                )
+                stored = {row[0] for row in await raw.fetch(_INSERT_GROUP, *args)} if news else set()
+                await write_group(raw, [n.stock for n in news if n.order.id in stored], as_of)
                 drafts = [n.audit for n in news if n.order.id in stored]
                 if drafts:
                     await self._append_audit(raw, drafts)
@@ -326,7 +346,7 @@ class PgGroupCommitter:
             raise
         finally:
             await conn.close()
-        return stored
+        return stored, refused
 
     async def _append_audit(self, raw: Any, drafts: list[Draft]) -> None:
         head = self._head
@@ -390,8 +410,9 @@ class GroupedUnitOfWork:
     outside the unit's transaction. What a recorded write would return or raise and only the
     database knows is not known before ``commit()``: ``add`` returns the record without ``seq``,
     ``outbox.add`` returns 0, ``audit.append`` None, ``stock.put`` zero counts, and a reservation
-    refused below its safety stock is a ``Conflict`` from ``commit()``, not from ``reserve``. A
-    unit with stock or fingerprint writes is written on its own (not grouped).
+    refused below its safety stock is a ``Conflict`` from ``commit()``, not from ``reserve``. A new
+    order's reservation and fingerprints are written with its group; other stock writes (a
+    release, a count) make the unit go alone.
     Leaving the block without ``commit()`` writes nothing.
     """
 
@@ -399,7 +420,7 @@ class GroupedUnitOfWork:
         self._db = db
         self._committer = committer
         self._ops: list[_Op] = []
-        self._staged: dict[str, Any] = {"timeline": [], "outbox": []}
+        self._staged: dict[str, Any] = {"timeline": [], "outbox": [], "fingerprints": []}
         self.orders = _Orders(self)
         self.payloads = _Payloads(self)
         self.outbox = _Outbox(self)
@@ -419,7 +440,7 @@ class GroupedUnitOfWork:
 
     def _reset(self) -> None:
         self._ops = []
-        self._staged = {"timeline": [], "outbox": []}
+        self._staged = {"timeline": [], "outbox": [], "fingerprints": []}
 
     async def commit(self) -> None:
         """Write what was recorded; return once it is durable. ``Conflict`` when the order's
@@ -577,6 +598,9 @@ class _Fingerprints:
             shop_id=shop_id,
             platform_order_id=platform_order_id,
             at=at,
+        )
+        self._uow._staged["fingerprints"].append(
+            FingerprintRow(fingerprint, order_id, platform, shop_id, platform_order_id, at)
         )
 
     async def matches(

@@ -287,7 +287,7 @@ def pg_url(postgres_server) -> str:  # noqa: ANN001
     return url
 
 
-async def test_the_grouped_unit_records_stock_writes_and_commit_raises_a_floor_refusal(pg_url: str) -> None:
+async def test_the_grouped_unit_writes_stock_and_fingerprints_and_commit_raises_a_floor_refusal(pg_url: str) -> None:
     db = create_engine(pg_url)
     try:
         factory = SqlUnitOfWorkFactory(db)
@@ -321,7 +321,7 @@ async def test_the_grouped_unit_records_stock_writes_and_commit_raises_a_floor_r
 
         await store(1, 1)
         committer = factory.group_committer
-        assert committer is not None and committer.grouped_units == 0  # written on its own, not grouped
+        assert committer is not None and committer.grouped_units == 1  # in a group, stock and fingerprint too
         with pytest.raises(Conflict) as refused:
             await store(2, 2)  # 1 left
         assert refused.value.details["reason"] == STOCK_BELOW_FLOOR
@@ -338,5 +338,47 @@ async def test_the_grouped_unit_records_stock_writes_and_commit_raises_a_floor_r
         async with db.engine.connect() as conn:
             rows = (await conn.execute(text("SELECT order_id, qty FROM stock_reservations"))).all()
         assert [tuple(r) for r in rows] == [(make_order(1).id, 1)]
+    finally:
+        await db.dispose()
+
+
+async def test_orders_grouped_together_take_the_last_units_one_after_the_other(pg_url: str) -> None:
+    """Eight new orders committed at once for 3 free units above a floor of 0: one transaction
+    checks them in turn, so 3 are stored, 5 refused with nothing of them written, pending 3."""
+    db = create_engine(pg_url)
+    try:
+        factory = SqlUnitOfWorkFactory(db)
+        async with factory.group_commit() as uow:  # type: ignore[misc]
+            await uow.stock.put([count("A", "W1", 3)], now=T0)
+            await uow.commit()
+
+        async def store(n: int) -> str:
+            order = make_order(n)
+            async with factory.group_commit() as uow:  # type: ignore[misc]
+                await uow.payloads.put(order.payload_sha256, b"raw %d" % n)
+                await uow.orders.add(order)
+                await uow.stock.reserve(order.id, [item("A", 1, floor=0)], at=T0 + MIN)
+                await uow.audit.append(
+                    actor="t", action="order.accepted", subject_type="order", subject_id=order.id, data={}
+                )
+                await uow.outbox.add(order_id=order.id, target="u8", kind="deliver", available_at=utcnow())
+                await uow.commit()
+            return order.id
+
+        results = await asyncio.gather(*(store(n) for n in range(1, 9)), return_exceptions=True)
+        stored = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if isinstance(r, Conflict)]
+        assert (len(stored), len(refused)) == (3, 5)
+        assert all(r.details["reason"] == STOCK_BELOW_FLOOR for r in refused)
+        committer = factory.group_committer
+        assert committer is not None and committer.groups < 8  # grouped, not one transaction each
+        async with factory(write=False) as uow:
+            assert [(lv.pending, lv.available) for lv in await uow.stock.levels(["A"])] == [(3, 0)]
+            assert (await uow.audit.verify()).checked == 3
+            assert await uow.outbox.pending_count() == 3
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT order_id FROM stock_reservations ORDER BY order_id"))).all()
+            orders = (await conn.execute(text("SELECT id FROM orders ORDER BY id"))).all()
+        assert [r[0] for r in rows] == sorted(stored) == [o[0] for o in orders]
     finally:
         await db.dispose()
