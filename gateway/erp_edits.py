@@ -124,7 +124,8 @@ async def queue_edit(
     }
     if plan in EDIT_KINDS:
         outbox_id = await uow.outbox.add(order_id=order.id, target=target, kind=plan, available_at=now)
-        detail["outbox_id"] = outbox_id
+        if outbox_id:  # a grouped PostgreSQL unit learns the id only when it commits
+            detail["outbox_id"] = outbox_id
         await uow.orders.add_timeline(order.id, f"erp.{plan}_queued", detail)
         await uow.audit.append(
             actor=actor, action=f"erp.{plan}_queued", subject_type="order", subject_id=order.id, data=detail

@@ -1,20 +1,31 @@
 """Newer versions of a Taobao order already in U8, end to end: the real gateway on SQLite, real HTTP
 to it and from it to the U8 EAI sandbox. An edit changes the same document (proc="edit", one
 document, same code), a cancelled version deletes it (proc="delete") and cancels the order, a
-refused edit becomes a dead letter with U8's words that a replay sends again."""
+refused edit becomes a dead letter with U8's words that a replay sends again. And on real SQLite
+and PostgreSQL (its grouped unit of work): a version stored while the first delivery is on its way
+to U8 is queued as an edit behind it, and the edits of one order queue in the order they came."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from adapters.db.engine import create_engine
+from adapters.db.uow import SqlUnitOfWorkFactory
 from adapters.u8.eai import U8EaiAdapter
+from gateway.clock import SystemClock
+from gateway.config import load_config
+from gateway.delivery import DeliveryDeps, deliver
+from gateway.intake import accept_order
+from gateway.runtime import load_runtime
 from tests.support.gateway import SAMPLES, RunningGateway
 from tests.support.servers import RunningSandbox
 
-pytestmark = pytest.mark.skipif(
+needs_u8_edits = pytest.mark.skipif(
     not (hasattr(U8EaiAdapter, "update") and hasattr(U8EaiAdapter, "cancel")),
     reason="U8EaiAdapter.update/cancel (proc=edit/delete) are not in adapters/u8/eai.py yet",
 )
@@ -62,6 +73,7 @@ def _delivered(gw: RunningGateway) -> tuple[str, str]:
     return gid, order["erp"]["document_no"]
 
 
+@needs_u8_edits
 def test_a_newer_version_edits_the_u8_document_and_a_cancelled_one_deletes_it(
     gateway: RunningGateway, sandbox: RunningSandbox
 ) -> None:
@@ -99,6 +111,7 @@ def test_a_newer_version_edits_the_u8_document_and_a_cancelled_one_deletes_it(
         assert action in actions
 
 
+@needs_u8_edits
 def test_an_edit_u8_refuses_is_a_dead_letter_and_the_replay_sends_it(
     gateway: RunningGateway, sandbox: RunningSandbox
 ) -> None:
@@ -123,6 +136,7 @@ def test_an_edit_u8_refuses_is_a_dead_letter_and_the_replay_sends_it(
     assert edited["code"] == code and [ln["quantity"] for ln in edited["lines"]] == [2]
 
 
+@needs_u8_edits
 def test_a_change_after_taobao_shipped_is_held_not_sent(gateway: RunningGateway, sandbox: RunningSandbox) -> None:
     gid, code = _delivered(gateway)
     _post(gateway, version(30, status="WAIT_BUYER_CONFIRM_GOODS", **MOVED))
@@ -135,3 +149,67 @@ def test_a_change_after_taobao_shipped_is_held_not_sent(gateway: RunningGateway,
     assert "已发货" in intercept["violations"][0]["message_zh"]
     assert gateway.order(gid)["state"] == "delivered"
     assert _procs(sandbox, code) == ["add"]  # no edit was sent
+
+
+# --------------------------------------------------------------------------- the core on real storage
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Any:
+    return load_runtime(load_config(None, env={}))
+
+
+async def _rows(db: Any, gid: str) -> list[tuple[str, str]]:
+    """The order's outbox rows as stored: (kind, state), oldest first."""
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT kind, state FROM outbox WHERE order_id = :o ORDER BY id"), {"o": gid})
+        return [(r.kind, r.state) for r in rows]
+
+
+async def test_a_version_stored_while_the_first_delivery_is_in_flight_is_queued_behind_it(
+    database_url: str, sandbox: RunningSandbox, runtime: Any
+) -> None:
+    db = create_engine(database_url)
+    u8 = U8EaiAdapter(url=f"{sandbox.url}/U8EAI/import.asp", sender="101", timeout=10.0)
+    try:
+        factory = SqlUnitOfWorkFactory(db)
+        clock = SystemClock()
+        deps = DeliveryDeps(uow_factory=factory, runtime=runtime, adapters={"u8-demo": u8}, clock=clock)
+
+        async def post(body: bytes) -> Any:
+            result = await accept_order(
+                "taobao", body, shop_header=None, uow_factory=factory, runtime=runtime, clock=clock, max_bytes=1 << 20
+            )
+            assert result.status_code == 202, result.body
+            return result
+
+        gid = (await post(version(15))).order_id
+        async with factory() as uow:
+            (lease,) = await uow.outbox.claim(owner="t", now=clock.now(), lease_seconds=30, limit=10)
+            await uow.commit()
+        sandbox.fault("u8", "slow", ms=1500)  # U8 takes its time: the newer version arrives meanwhile
+        delivery = asyncio.create_task(deliver(lease, deps))
+        await asyncio.sleep(0.5)
+        during = await post(version(30, qty=2, **MOVED))
+        assert during.state == "accepted" and not delivery.done()  # not in U8 yet: intake queues nothing
+        assert await delivery == "delivered"
+        sandbox.clear_faults()
+        (doc,) = sandbox.documents("u8")
+        assert [ln["quantity"] for ln in doc["lines"]] == [1]  # U8 holds the version before
+        assert await _rows(db, gid) == [("deliver", "done"), ("update", "pending")]
+
+        # Closed before shipment: the cancellation queues behind the edit.
+        await post(version(45, qty=2, status="TRADE_CLOSED_BY_TAOBAO", **MOVED))
+        assert await _rows(db, gid) == [("deliver", "done"), ("update", "pending"), ("cancel", "pending")]
+        async with factory(write=False) as uow:
+            order = await uow.orders.get(gid)
+            kinds = [t.kind for t in await uow.orders.timeline(gid)]
+        assert order is not None and order.state == "delivered"
+        assert kinds.count("erp.update_queued") == 1 and kinds.count("erp.cancel_queued") == 1
+        async with factory() as uow:  # only the first row is claimable: an order's rows go one at a time
+            claimed = await uow.outbox.claim(owner="t", now=clock.now(), lease_seconds=30, limit=10)
+            await uow.commit()
+        assert [c.kind for c in claimed] == ["update"]
+    finally:
+        await u8.aclose()
+        await db.dispose()
