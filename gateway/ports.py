@@ -71,7 +71,7 @@ class OutboxLease(msgspec.Struct, kw_only=True):
     id: int
     order_id: str
     target: str
-    kind: str
+    kind: str  # deliver | update | cancel (an edit of the document in the ERP: gateway.erp_edits)
     attempts: int  # attempts made before this one
     token: int
     lease_expires_at: datetime
