@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from adapters.sandbox.control import SandboxControlController
+from adapters.sandbox.k3soap import K3_SOAP
 from adapters.sandbox.k3webapi import K3_WEBAPI
 from adapters.sandbox.pipeline import quiet_deliberate_drops
 from adapters.sandbox.state import SandboxState, SimulatedSystem
@@ -18,7 +19,7 @@ from adapters.sandbox.u8eai import U8_EAI
 from adapters.sandbox.u8openapi import U8_OPENAPI
 
 #: Every simulated system the sandbox serves; add later ones (u8openapi, k3, ...) here.
-SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI, K3_WEBAPI, U8_OPENAPI)
+SYSTEMS: tuple[SimulatedSystem, ...] = (U8_EAI, K3_WEBAPI, U8_OPENAPI, K3_SOAP)
 
 
 def create_sandbox_app(state: SandboxState | None = None) -> Litestar:

@@ -1,0 +1,380 @@
+"""Kingdee K3 WISE through a partner's SOAP order service (zeep): reference/erp-protocols.md §3.5.
+
+There is no standard K3 WISE WSDL; sites run WCF wrappers such as K6's ``ERPService``
+(``addSEorder(FormSEOrder)``, ``cancelOrder(orderNo)``, answering ``ServiceResult`` with
+``Status`` 0 = ok). The bundled ``ERPService.wsdl`` is modelled on it and adds two operations a
+site's wrapper must offer for the gateway's promises: ``getSEorder(billNO)``, the look-up before
+any retry whose outcome is unknown, and ``updateSEorder(FormSEOrder)``. Site WSDLs differ, so
+``target.options`` names the WSDL file, the binding and each operation. A service without a
+look-up is served too: ``lookup`` then adds the order again under the same ``BillNO`` and takes
+the wrapper's "already exists" answer as proof the first attempt landed.
+
+The WSDL is parsed once, from a local file, when the adapter is built; calls go to
+``target.url`` (``create_service``-style binding of the WSDL's binding to that address), over the
+gateway's shared httpx client. zeep parses replies with DTDs, entities and external references
+forbidden; every reply is also screened with ``adapters.xmlsafe`` before zeep sees it.
+
+Errors (``gateway.errors``):
+    * nothing sent (connect error), HTTP 502/503 or another refusal before processing →
+      ``RetryableError``;
+    * HTTP 5xx without a SOAP fault, a read timeout, a dropped reply, a reply that is not XML,
+      carries a DTD or entities, or has an unknown shape → ``UnknownOutcomeError``;
+    * a SOAP fault whose faultcode is ``Client`` (WCF could not dispatch or deserialize the
+      message: nothing was processed, and the same message fails again) → ``PermanentError``;
+      any other faultcode (``Server``: the wrapper failed while handling it, perhaps after K3
+      wrote the bill) → ``UnknownOutcomeError``;
+    * ``ServiceResult.Status ≠ 0`` → ``PermanentError`` with the wrapper's ``Message``.
+Request and reply bodies hold buyer data: they are never logged nor copied into errors (zeep's
+own transport logs bodies at DEBUG; the transport here does not).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from zeep import AsyncClient
+from zeep import exceptions as zeep_errors
+from zeep.proxy import AsyncServiceProxy
+
+from adapters.k3.soap_body import ReplyShapeError, build_order, member, read_result, same_order
+from adapters.k3.soap_transport import BadReply, SharedClientTransport, zeep_settings
+from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
+from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
+
+if TYPE_CHECKING:
+    from adapters.erp import AdapterContext
+
+BUNDLED_WSDL = Path(str(resources.files("adapters.k3").joinpath("ERPService.wsdl")))
+DEFAULT_BINDING = "{http://tempuri.org/}BasicHttpBinding_IERPService"
+#: Our role → the operation of the bundled WSDL; ``target.options.operations`` overrides each,
+#: and "" says the site's service lacks it (only ``lookup`` and ``update`` may be missing).
+DEFAULT_OPERATIONS = {"add": "addSEorder", "lookup": "getSEorder", "update": "updateSEorder", "cancel": "cancelOrder"}
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_DUPLICATE = re.compile(r"已存在|重复|already exists|duplicate", re.IGNORECASE)
+_MISSING = re.compile(r"不存在|not exist|not found", re.IGNORECASE)
+_GENERIC_HINT = "Read the service's message, correct the document data or K3's base data, then replay the dead letter"
+_MAX_PARTNER_TEXT = 500
+
+
+class K3SoapAdapter:
+    """The ``ErpAdapter`` for one K3 WISE account set behind a partner's SOAP order service.
+
+    Args:
+        url: The service endpoint (the WSDL's ``soap:address`` is ignored).
+        client: The shared httpx client; when None the adapter owns one and ``aclose`` closes it.
+        wsdl: Path of the site's WSDL file; the bundled ``ERPService.wsdl`` by default.
+        binding: The binding's QName text, ``{namespace}name``.
+        operations: Role → operation name overrides (``add``, ``lookup``, ``update``, ``cancel``).
+        timeout: Seconds to wait for writing the request and reading the reply.
+        connect_timeout: Seconds to wait for a connection (and a free pooled one).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        client: httpx.AsyncClient | None = None,
+        wsdl: str | Path = BUNDLED_WSDL,
+        binding: str = DEFAULT_BINDING,
+        operations: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout)
+        self._owns_client = client is None
+        self._http = client if client is not None else httpx.AsyncClient(timeout=self._timeout)
+        transport = SharedClientTransport(self._http, self._timeout)
+        self._zeep = AsyncClient(str(wsdl), transport=transport, settings=zeep_settings())
+        try:
+            bound = self._zeep.wsdl.bindings[binding]
+        except KeyError:
+            raise ValueError(f"the WSDL has no binding {binding}; it has {sorted(self._zeep.wsdl.bindings)}") from None
+        # AsyncClient.create_service returns a synchronous proxy (zeep 4.x), so build the async one.
+        self._service = AsyncServiceProxy(self._zeep, bound, address=url)
+        names = {**DEFAULT_OPERATIONS, **(operations or {})}
+        available = set(bound.all())
+        for role, name in names.items():
+            if role not in DEFAULT_OPERATIONS:
+                raise ValueError(f"unknown operation role {role!r}; use {sorted(DEFAULT_OPERATIONS)}")
+            if not name and role in ("add", "cancel"):
+                raise ValueError(f"the {role} operation is required")
+            if name and name not in available:
+                raise ValueError(f"the WSDL's binding has no operation {name!r} ({role}); it has {sorted(available)}")
+        self._ops = names
+
+    # -- the ErpAdapter port --------------------------------------------------------------------
+
+    async def submit(self, doc: ErpDocument) -> ErpReceipt:
+        """``addSEorder`` with ``BillNO = doc.code``; a duplicate answer is resolved by the look-up."""
+        result = await self._call("add", doc.code, self._order(doc))
+        if result["Status"] == 0:
+            return ErpReceipt(document_no=result["BillNO"] or doc.code, message=result["Message"] or None)
+        if _DUPLICATE.search(result["Message"]):
+            return await self._existing(doc, result["Message"])
+        raise _rejected(doc.code, "rejected", "拒绝了", result)
+
+    async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
+        """The sales order ``doc.code`` (``getSEorder``); None when the service has none.
+
+        Without a look-up operation the order is added again under the same ``BillNO``: "already
+        exists" means the earlier attempt wrote it, success means it is written now.
+
+        Raises:
+            RetryableError: nothing was sent.
+            UnknownOutcomeError: no trustworthy answer.
+            PermanentError: the bill number holds a different order; or (without a look-up) the
+                service rejects the order.
+        """
+        if not self._ops["lookup"]:
+            result = await self._call("add", doc.code, self._order(doc))
+            if result["Status"] == 0:
+                return ErpReceipt(document_no=result["BillNO"] or doc.code, message="written by the look-up's re-add")
+            if _DUPLICATE.search(result["Message"]):
+                return ErpReceipt(document_no=doc.code, message="already in K3: the re-add was refused as a duplicate")
+            raise _rejected(doc.code, "rejected", "拒绝了", result)
+        result = await self._call("lookup", doc.code, doc.code, shape="query")
+        if result["Status"] != 0:
+            raise _unknown(doc.code, "the service refused the look-up", partner_message=result["Message"])
+        found = result["Order"]
+        if found is None:
+            return None
+        if str(member(found, "BillNO") or "").strip().casefold() != doc.code.casefold() or not same_order(found, doc):
+            raise PermanentError(
+                f"K3 already holds a different sales order under bill number {doc.code}",
+                f"K3 中单据编号 {doc.code} 已被另一张销售订单占用",
+                hint="Check the document code prefix and sequence against K3's bills before replaying",
+                document_code=doc.code,
+            )
+        return ErpReceipt(document_no=doc.code, message="found in K3 by the look-up")
+
+    async def update(self, doc: ErpDocument) -> ErpReceipt:
+        """``updateSEorder`` of the bill ``doc.code``; the wrapper refuses an audited or closed bill."""
+        if not self._ops["update"]:
+            raise PermanentError(
+                f"The K3 SOAP service offers no update; sales order {doc.code} was not changed",
+                f"K3 SOAP 服务不提供修改操作，销售订单 {doc.code} 未修改",
+                hint="Change the order in K3 by hand, or ask the site to add an update operation to its service",
+                document_code=doc.code,
+            )
+        result = await self._call("update", doc.code, self._order(doc))
+        if result["Status"] != 0:
+            raise _rejected(doc.code, "refused to update", "拒绝修改", result)
+        return ErpReceipt(document_no=result["BillNO"] or doc.code, message=result["Message"] or None)
+
+    async def cancel(self, doc: ErpDocument) -> ErpReceipt:
+        """``cancelOrder(orderNo)``; a bill the service does not have is a success once the
+        look-up (when the service offers one) confirms it."""
+        result = await self._call("cancel", doc.code, doc.code)
+        if result["Status"] == 0:
+            return ErpReceipt(document_no=doc.code, message=result["Message"] or "cancelled in K3")
+        if _MISSING.search(result["Message"]) and (not self._ops["lookup"] or await self.lookup(doc) is None):
+            return ErpReceipt(document_no=doc.code, message="not in K3")
+        raise PermanentError(
+            f"The K3 SOAP service refused to cancel sales order {doc.code}",
+            f"K3 SOAP 服务拒绝关闭销售订单 {doc.code}",
+            partner_message=_text(result["Message"]),
+            hint="An audited order or one with delivery bills cannot be cancelled: close it in K3 by hand",
+            document_code=doc.code,
+        )
+
+    async def shipments(self, codes: Sequence[str], *, since: datetime) -> list[ErpShipment]:
+        """Not offered: the service (K6 and the bundled WSDL) has no shipment query."""
+        raise PermanentError(
+            "The K3 SOAP service offers no shipment read-back",
+            "K3 SOAP 服务不提供发货回读",
+            hint="Have the WMS post shipped events to POST /v1/events, or route shipment read-back through "
+            "the K3 WebAPI transport (k3_webapi) of the same account set",
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._http.aclose()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _order(self, doc: ErpDocument) -> dict[str, Any]:
+        try:
+            return build_order(doc)
+        except ValueError as exc:
+            raise _unrenderable(doc.code, str(exc)) from exc
+
+    async def _existing(self, doc: ErpDocument, message: str) -> ErpReceipt:
+        if not self._ops["lookup"]:
+            return ErpReceipt(document_no=doc.code, message="already in K3: written by an earlier attempt")
+        receipt = await self.lookup(doc)
+        if receipt is None:
+            raise PermanentError(
+                f"The K3 SOAP service reports bill number {doc.code} as taken but its look-up cannot find it",
+                f"K3 SOAP 服务报告单据编号 {doc.code} 已存在，但查询不到",
+                partner_message=_text(message),
+                hint="Look for the number in K3 (another bill type may hold it), then replay",
+                document_code=doc.code,
+            )
+        return ErpReceipt(document_no=receipt.document_no, message="already in K3: written by an earlier attempt")
+
+    async def _call(self, role: str, code: str, argument: Any, *, shape: str = "result") -> dict[str, Any]:
+        """Call the operation of ``role`` with one argument; its result as a plain dict."""
+        name = self._ops[role]
+        try:
+            # Rendered first, so a document zeep cannot serialize is known to be unsent.
+            self._zeep.create_message(self._service, name, argument)
+        except (zeep_errors.ValidationError, TypeError, ValueError) as exc:
+            raise _unrenderable(code, type(exc).__name__ + ": " + str(exc)[:200]) from exc
+        try:
+            reply = await getattr(self._service, name)(argument)
+        except _NOT_SENT as exc:
+            raise RetryableError(
+                f"K3 SOAP service unreachable ({type(exc).__name__}); nothing was sent",
+                "K3 SOAP 服务无法连接，未发送",
+                hint="Check that the service is up and the target URL is its endpoint",
+                document_code=code,
+            ) from exc
+        except httpx.RequestError as exc:
+            raise _unknown(code, f"{name} failed after sending ({type(exc).__name__})") from exc
+        except BadReply as exc:
+            raise _from_bad_reply(code, name, exc) from exc
+        except zeep_errors.Fault as exc:
+            raise _from_fault(code, name, exc) from exc
+        except zeep_errors.Error as exc:
+            # DTDForbidden, EntitiesForbidden, XMLSyntaxError, an unexpected element, ...: the
+            # message (never the reply body) is enough to say what went wrong.
+            raise _unknown(code, f"{name} answered a reply zeep cannot read ({type(exc).__name__})") from exc
+        try:
+            return read_result(reply, shape)
+        except ReplyShapeError as exc:
+            raise _unknown(code, f"{name} answered an unknown shape ({exc})") from exc
+
+
+def _text(message: str | None) -> str | None:
+    return None if message is None else message[:_MAX_PARTNER_TEXT]
+
+
+def _rejected(code: str, verb: str, verb_zh: str, result: dict[str, Any]) -> PermanentError:
+    return PermanentError(
+        f"The K3 SOAP service {verb} sales order {code}",
+        f"K3 SOAP 服务{verb_zh}销售订单 {code}",
+        partner_message=_text(result["Message"]),
+        hint=_hint(result["Message"]),
+        document_code=code,
+        service_status=result["Status"],
+    )
+
+
+def _hint(message: str) -> str:
+    if "物料" in message:
+        return "Add the item's number to the SKU value table or create it in K3, then replay the dead letter"
+    if "购货单位" in message or "客户" in message:
+        return "Map the shop to an existing K3 customer number in the value table or create it in K3, then replay"
+    if "部门" in message or "业务员" in message or "职员" in message:
+        return "Set an existing department / employee number in the target's params, then replay the dead letter"
+    if "计量单位" in message:
+        return "Set an existing unit number in the target's params (unit), then replay the dead letter"
+    if "结账" in message:
+        return "The period of the order date is closed in K3: reopen it or change the date rule, then replay"
+    return _GENERIC_HINT
+
+
+def _unrenderable(code: str, reason: str) -> PermanentError:
+    return PermanentError(
+        f"Sales order {code} cannot be rendered as the service's FormSEOrder: {reason}",
+        f"销售订单 {code} 无法生成 K3 SOAP 报文：{reason}",
+        hint="Fix the outbound dictionary (mappings/erp/k3soap_seorder.toml) or the value tables against the "
+        "site's WSDL, then replay the dead letter",
+        document_code=code,
+    )
+
+
+def _unknown(code: str, reason: str, **details: Any) -> UnknownOutcomeError:
+    return UnknownOutcomeError(
+        f"Outcome of K3 sales order {code} unknown: {reason}",
+        f"K3 销售订单 {code} 结果未知，需先查询",
+        document_code=code,
+        **details,
+    )
+
+
+def _from_bad_reply(code: str, name: str, exc: BadReply) -> Exception:
+    status = exc.http_status
+    if status in (502, 503):
+        return RetryableError(
+            f"K3 SOAP service answered HTTP {status}", f"K3 SOAP 服务返回 HTTP {status}", document_code=code
+        )
+    if status == 413:
+        return PermanentError(
+            "The K3 SOAP service refused the message as too large (HTTP 413)",
+            "K3 SOAP 服务因报文过大拒收（HTTP 413）",
+            hint="Raise maxReceivedMessageSize in the service's binding configuration, then replay",
+            document_code=code,
+        )
+    if 300 <= status < 500:
+        # IIS/WCF refused it before the service ran: a wrong URL, content type or SOAPAction.
+        return RetryableError(
+            f"K3 SOAP service answered HTTP {status}",
+            f"K3 SOAP 服务返回 HTTP {status}",
+            hint="Check the target URL (the service endpoint) and that the WSDL is the site's",
+            document_code=code,
+            http_status=status,
+        )
+    unknown = _unknown(code, f"{name}: {exc.reason}", http_status=status)
+    if exc.unsafe:
+        unknown.hint = "The service sent XML with a DTD or entities: have the site check its wrapper; it was not read"
+    return unknown
+
+
+def _from_fault(code: str, name: str, exc: zeep_errors.Fault) -> Exception:
+    """SOAP faults by faultcode: ``Client`` (and ``Client.*`` subcodes) is the sender's fault and
+    nothing was processed → permanent; ``Server`` or anything else may come after a write → unknown."""
+    faultcode = (exc.code or "").rpartition(":")[2]
+    if not faultcode:
+        return _unknown(code, f"{name} answered an error that is not a SOAP fault")
+    if faultcode == "Client" or faultcode.startswith("Client."):
+        return PermanentError(
+            f"The K3 SOAP service refused the {name} message (SOAP fault {faultcode})",
+            f"K3 SOAP 服务拒收 {name} 报文（SOAP fault {faultcode}）",
+            partner_message=_text(exc.message),
+            hint="The message does not fit the site's service: compare the WSDL and the outbound dictionary "
+            "with the site's, then replay the dead letter",
+            document_code=code,
+            faultcode=faultcode,
+        )
+    return _unknown(
+        code, f"{name} answered SOAP fault {faultcode}", partner_message=_text(exc.message), faultcode=faultcode
+    )
+
+
+def from_target(ctx: AdapterContext) -> K3SoapAdapter:
+    """The adapter of a ``transport = "k3_soap"`` target (``adapters.erp``): ``url`` is the service
+    endpoint; ``options.wsdl`` a local WSDL file (default: the bundled one), ``options.binding``
+    the binding's ``{namespace}name``, ``options.operations`` the site's operation names
+    (``{add, lookup, update, cancel}``; ``lookup = ""`` when the service has none)."""
+    target = ctx.target
+    options = target.options
+    operations = options.get("operations", {})
+    if not isinstance(operations, Mapping):
+        raise ConfigError(
+            f"target {ctx.name}: options.operations must be a table",
+            f"目标 {ctx.name}：options.operations 必须是表",
+            hint='e.g. operations = { add = "addSEorder", lookup = "getSEorder" }',
+        )
+    try:
+        return K3SoapAdapter(
+            url=target.url,
+            client=ctx.http,
+            wsdl=options.get("wsdl") or BUNDLED_WSDL,
+            binding=options.get("binding") or DEFAULT_BINDING,
+            operations={str(k): str(v) for k, v in operations.items()},
+            timeout=target.timeout_s,
+            connect_timeout=target.connect_timeout_s,
+        )
+    except (OSError, ValueError, zeep_errors.Error) as exc:
+        raise ConfigError(
+            f"target {ctx.name}: the K3 SOAP WSDL cannot be used ({exc})",
+            f"目标 {ctx.name}：K3 SOAP WSDL 不可用（{exc}）",
+            hint="Point options.wsdl at the site's WSDL file and name its binding and operations in options",
+        ) from exc

@@ -1,0 +1,98 @@
+"""The K3 SOAP adapter's message bodies (``adapters.k3.soap``): the ``FormSEOrder`` built from an
+``ErpDocument`` and the ``ServiceResult`` read back from zeep's objects. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from adapters.u8.amounts import line_amounts
+from gateway.ports import ErpDocument
+
+#: Entry keys that are inputs to the amounts, not members; ``irowno`` is numbered by
+#: ``gateway.document`` for U8 and has no meaning in FormSEOrderEntry.
+_AMOUNT_INPUTS = frozenset({"sum_fen", "quoted_fen", "taxrate", "irowno"})
+
+
+class ReplyShapeError(ValueError):
+    """The reply has no integer ``Status``: not the ``ServiceResult`` the WSDL promises."""
+
+
+def build_order(doc: ErpDocument) -> dict[str, Any]:
+    """The ``FormSEOrder`` of ``doc``: the dictionary's header members with ``BillNO = doc.code``,
+    and ``Entrys`` whose ``Price``, ``Amount`` and ``StdPrice`` are derived from ``sum_fen``,
+    ``quoted_fen``, ``Qty`` and ``taxrate`` (``adapters.u8.amounts``: consistent to the fen).
+
+    Raises:
+        ValueError: no entries, or an entry whose amounts cannot be derived.
+    """
+    header = {k: v for k, v in doc.header.items() if v is not None and k.casefold() != "billno"}
+    entries = [_entry(row, entry) for row, entry in enumerate(doc.entries, start=1)]
+    if not entries:
+        raise ValueError("a sales order needs at least one entry")
+    return {"BillNO": doc.code, **header, "Entrys": {"FormSEOrderEntry": entries}}
+
+
+def _entry(row: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in entry.items() if k not in _AMOUNT_INPUTS and v is not None}
+    qty = fields.get("Qty")
+    if qty is None or isinstance(qty, float | bool):
+        raise ValueError(f"entry {row}: Qty must be a whole or decimal number, not {qty!r}")
+    fields["Qty"] = str(qty)
+    if "sum_fen" not in entry:
+        return fields
+    taxrate = entry.get("taxrate")
+    if taxrate is None or isinstance(taxrate, float):
+        raise ValueError(f"entry {row}: sum_fen given without an int taxrate")
+    amounts = line_amounts(
+        entry["sum_fen"], Decimal(str(qty)), Decimal(str(taxrate)), quoted_fen=entry.get("quoted_fen")
+    )
+    derived = {"Price": amounts["taxunitprice"], "Amount": amounts["sum"], "StdPrice": amounts["quotedprice"]}
+    clash = sorted(k for k in derived if k in fields)
+    if clash:
+        raise ValueError(f"entry {row}: {', '.join(clash)} given as well as sum_fen")
+    return {**fields, **derived}
+
+
+def member(obj: Any, name: str) -> Any:
+    """A member of a zeep object or a dict, None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    try:
+        return obj[name]
+    except (KeyError, AttributeError, TypeError):
+        return None
+
+
+def read_result(reply: Any, shape: str) -> dict[str, Any]:
+    """``ServiceResult`` (``shape="result"``: Status, Message, BillNO) or the look-up's
+    ``SEOrderQueryResult`` (``shape="query"``: Status, Message, Order) as a dict.
+
+    Raises:
+        ReplyShapeError: no integer ``Status``.
+    """
+    status = member(reply, "Status")
+    if reply is None or isinstance(status, bool) or not isinstance(status, int):
+        raise ReplyShapeError("no integer Status")
+    message = member(reply, "Message")
+    out = {"Status": status, "Message": str(message or "")}
+    if shape == "query":
+        out["Order"] = member(reply, "Order")
+    else:
+        out["BillNO"] = member(reply, "BillNO")
+    return out
+
+
+def same_order(found: Any, doc: ErpDocument) -> bool:
+    """Does the bill under our number look like ours? Customer and item numbers, when present."""
+    ours, theirs = doc.header.get("CustNumber"), member(found, "CustNumber")
+    if ours and theirs and str(ours).strip() != str(theirs).strip():
+        return False
+    rows = member(member(found, "Entrys"), "FormSEOrderEntry") or []
+    their_items = sorted(str(member(r, "Number") or "").strip() for r in rows)
+    our_items = sorted(str(e.get("Number") or "").strip() for e in doc.entries)
+    return not their_items or their_items == our_items
