@@ -71,8 +71,6 @@ async def test_two_racing_writers_end_with_one_value(storage):
 
 
 async def test_many_concurrent_writers_agree(storage):
-    values = await asyncio.gather(
-        *(put(storage, "u8-cloud", "GW00000005", "tradeid", f"t-{n}") for n in range(8))
-    )
+    values = await asyncio.gather(*(put(storage, "u8-cloud", "GW00000005", "tradeid", f"t-{n}") for n in range(8)))
     assert len(set(values)) == 1
     assert await get(storage, "u8-cloud", "GW00000005", "tradeid") == values[0]
