@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway.erp_edits import follow_up, refused_hint
+from gateway.erp_edits import EDIT_KINDS, follow_up, refused_hint
 from gateway.errors import DeliveryInterrupted, PartnerError, PermanentError, UnknownOutcomeError
 from gateway.ids import new_id
 from gateway.logging import get_logger
@@ -232,13 +232,15 @@ async def dead_letter(
         if not await uow.outbox.bury(lease, now=now, error=f"{reason}: {message_en}"):
             return lease_lost(lease, deps)
         await uow.dead_letters.add(letter)
-        if edit:
-            # The document is in the ERP as it was before: the order stays delivered, and its
-            # ERP status says which edit failed (the dead letter says why).
+        if lease.kind in EDIT_KINDS:
+            # The document is in the ERP as it was before the edit: the order is delivered (again,
+            # when a replay had set it back to accepted), and its ERP status says which edit
+            # failed (the dead letter says why).
+            await uow.orders.set_state(lease.order_id, "delivered")
             await uow.orders.set_erp(
                 lease.order_id, target=lease.target, document_no=None, status=f"{lease.kind}_failed"
             )
-        else:
+        elif not edit:
             await uow.orders.set_state(lease.order_id, "dead")
             await uow.orders.set_erp(lease.order_id, target=lease.target, document_no=None, status="failed")
         detail = {

@@ -146,7 +146,7 @@ async def test_a_change_after_the_platform_shipped_is_held_with_a_reason(runtime
 
 async def test_an_update_the_erp_refuses_is_dead_lettered_and_can_be_replayed(runtime) -> None:
     refusal = PermanentError("the ERP refused the edit", partner_message="销售订单[GW00000001]已审核，不能修改")
-    erp = FakeErp("ok", refusal)
+    erp = FakeErp("ok", refusal, refusal)
     uow, clock, deps, gid = await _delivered(runtime, erp)
     await _post(runtime, deps, version(10, **MOVED))
     (lease,) = await _claim(uow, clock)
@@ -159,13 +159,21 @@ async def test_an_update_the_erp_refuses_is_dead_lettered_and_can_be_replayed(ru
     assert (order.state, order.erp_document_no, order.erp_status) == ("delivered", DOC, "update_failed")
     dead = next(t for t in await _timeline(uow, gid) if t.kind == "erp.dead_letter")
     assert dead.detail["kind"] == "update" and dead.detail["erp_message"] == letter.partner_message
-    # Someone un-audits it in the ERP; the replay sends the same edit again.
+    # Replayed too early (still audited): refused again, and the order is still delivered.
     await replay_dead_letter(letter.id, uow_factory=uow, clock=clock, actor="it:test", runtime=runtime)
+    assert (await _order(uow, gid)).state == "accepted"  # what a replay says until the row runs
     (again,) = await _claim(uow, clock)
-    assert again.kind == "update"
-    assert await deliver(again, deps) == "updated"
-    assert erp.calls == ["submit", "update", "update"]
+    assert again.kind == "update" and await deliver(again, deps) == "dead"
     assert (await _order(uow, gid)).state == "delivered"
+    # Someone un-audits it in the ERP; the replay sends the same edit again.
+    async with uow(write=False) as u:
+        (second,) = (await u.dead_letters.list(cursor=None, limit=10, include_replayed=False)).items
+    await replay_dead_letter(second.id, uow_factory=uow, clock=clock, actor="it:test", runtime=runtime)
+    (last,) = await _claim(uow, clock)
+    assert await deliver(last, deps) == "updated"
+    assert erp.calls == ["submit", "update", "update", "update"]
+    order = await _order(uow, gid)
+    assert (order.state, order.erp_status, order.erp_document_no) == ("delivered", "updated", DOC)
 
 
 async def test_an_update_with_an_unknown_outcome_is_sent_again_without_a_lookup(runtime) -> None:
