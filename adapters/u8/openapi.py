@@ -186,6 +186,9 @@ class U8OpenApiAdapter:
             if left <= 0:
                 raise unknown(code, "the asynchronous result was still pending at the deadline", pending=True)
             reply = await self.session.send("GET", url, code=code, within_s=left)
+            if self.session.refuses_token(reply):
+                # The add was accepted; a refusal to show its result says nothing about the order.
+                raise unknown(code, "U8 OpenAPI refused to show the asynchronous result", errcode=reply["errcode"])
             if reply["errcode"] != "0" or reply.get("id"):
                 return reply
             if reply.get("status") not in ("processing", "pending"):

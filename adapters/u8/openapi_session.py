@@ -75,6 +75,10 @@ class OpenApiSession:
             assert self._token is not None
             return self._token
 
+    def refuses_token(self, reply: Mapping[str, Any]) -> bool:
+        """Does ``reply`` say the token was invalid or expired?"""
+        return reply.get("errcode") in self._token_errcodes
+
     async def tradeid(self, code: str) -> str:
         """A new trade id (O1); ``RetryableError`` when the relay gives none (nothing was written)."""
         async with _nothing_written(code):
@@ -110,7 +114,7 @@ class OpenApiSession:
                 query["to_account"] = self._creds["to_account"]
             query.update(params or {})
             reply = await self.send(method, f"{self.base_url}{path}", code=code, params=query, body=body)
-            if reply["errcode"] not in self._token_errcodes:
+            if not self.refuses_token(reply):
                 return reply
             self._forget(token)
             if attempt == 2:

@@ -5,6 +5,7 @@ gateway whose shop is routed to a ``u8_openapi`` target."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from adapters.u8.openapi_json import build_saleorder
 from gateway.config import TargetConfig
 from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
 from tests.support.gateway import SAMPLES, RunningGateway, gateway_env, run_gateway
+from tests.support.servers import serve_asgi
 from tests.unit.test_u8_eai_xml import make_doc
 
 pytestmark = pytest.mark.integration
@@ -460,3 +462,52 @@ def test_a_reply_dropped_after_commit_still_leaves_one_order(openapi_gateway, sa
     assert timeline["erp.unknown_outcome"]["error"] == "ERP_OUTCOME_UNKNOWN"
     assert timeline["erp.delivered"]["found_by_lookup"] is True  # saleorderlist found it: no second add
     assert len(adds(sandbox)) == 1
+
+
+# --------------------------------------------------------------------------- answers the simulator never gives
+
+
+def relay_app(result_url: str, result: dict[str, Any]):  # noqa: ANN201
+    """A tiny relay on loopback: token and trade id as §2 shows them, an add answered with
+    ``result_url`` (``{base}`` stands for this server), and ``result`` for every poll of it."""
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path = scope["path"]
+        if path.endswith("/system/token"):
+            body = {"errcode": "0", "token": {"id": "t", "appKey": "k", "expiresIn": 60_000}}
+        elif path.endswith("/system/tradeid"):
+            body = {"errcode": "0", "errmsg": "成功", "trade": {"id": "40d8c9b4d35611e4ab8e0017fa000443"}}
+        elif path.endswith("/api/saleorder/add"):
+            host, port = scope["server"]
+            url = result_url.format(base=f"http://{host}:{port}")
+            body = {"errcode": "0", "tradeid": "40d8c9b4d35611e4ab8e0017fa000443", "url": url}
+        else:
+            body = result
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("result_url", "result", "reason"),
+    [
+        ("{base}/result?requestid=1", {"errcode": "30001", "errmsg": "token无效"}, "refused to show"),
+        ("http://203.0.113.9/result?requestid=1", {"errcode": "0", "id": "GW00000042"}, "another host"),
+        ("{base}/result?requestid=1", {"errcode": "0", "status": "done"}, "without an order id"),
+    ],
+)
+async def test_async_results_that_prove_nothing_are_unknown(uow_factory, result_url, result, reason):
+    with serve_asgi(relay_app(result_url, result)) as url:
+        made = Adapters(url, uow_factory)
+        try:
+            with pytest.raises(UnknownOutcomeError, match=reason):
+                await made.make(sync=False).submit(make_doc())
+        finally:
+            await made.close()
