@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.ports import OrderRecord, Reservation, UnitOfWork
+import msgspec
+
+from gateway.ports import OrderRecord, Reservation, StockLevel, UnitOfWork
 from gateway.rules.actions import gift_skus
 from gateway.rules.catalog import Ruleset
 from gateway.rules.facts import Facts, fingerprint
@@ -157,3 +159,28 @@ async def record_facts(
     if state != "accepted":  # on its way to the ERP already: the stock is taken, guarded or not
         items = [Reservation(sku=r.sku, warehouse=r.warehouse, qty=r.qty) for r in items]
     await uow.stock.reserve(order_id, items, at=now)
+
+
+async def reserve_approved(uow: UnitOfWork, order_id: str, canonical: dict[str, Any], *, now: datetime) -> None:
+    """A held order a person approved holds its stock from now on, like an accepted one, but
+    without a safety-stock guard: approving an order held for OVERSELL is the decision to take
+    the stock anyway. Only SKUs that have a count are reserved (a shop that reports no stock
+    reserves nothing), in the warehouse the actions chose, else the one with the most available."""
+    order = msgspec.convert(canonical, CanonicalOrder)
+    qty = wanted(order)
+    if not qty:
+        return
+    levels: dict[str, list[StockLevel]] = {}
+    for level in await uow.stock.levels(sorted(qty)):
+        levels.setdefault(level.sku, []).append(level)
+    items = []
+    for sku, n in qty.items():
+        found = levels.get(sku)
+        if not found:
+            continue
+        chosen = order.fulfilment.warehouse
+        if chosen not in {lv.warehouse for lv in found}:
+            chosen = max(found, key=lambda lv: lv.available).warehouse
+        items.append(Reservation(sku=sku, warehouse=chosen, qty=n))
+    if items:
+        await uow.stock.reserve(order_id, items, at=now)

@@ -36,6 +36,7 @@ from gateway.auth import Caller
 from gateway.clock import Clock
 from gateway.errors import Conflict, Forbidden, NotFound, PayloadInvalid
 from gateway.intake import IntakeResult, decode_payload, evaluate, store_order, translate
+from gateway.order_facts import reserve_approved
 from gateway.pii import redact, scrub_text
 from gateway.ports import InterceptOverride, InterceptRecord, ReviewItem, UnitOfWork, UnitOfWorkFactory
 from gateway.retention import stored_payload
@@ -188,6 +189,7 @@ async def decide(
             target = order.erp_target or ""
             await uow.outbox.add(order_id=order_id, target=target, kind="deliver", available_at=now)
             await uow.orders.set_erp(order_id, target=target, document_no=None, status="pending")
+            await reserve_approved(uow, order_id, order.canonical, now=now)
         detail = {
             "by": reviewer.actor,
             "reason": reason,

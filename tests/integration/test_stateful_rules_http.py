@@ -176,6 +176,13 @@ def test_oversell_holds_the_order_that_would_take_stock_nobody_has(gateway: Runn
     with gateway.client("wms") as c:
         (level,) = c.get("/v1/stock", params={"sku": sku}).json()["items"]
     assert (level["on_hand"], level["reserved"], level["pending"], level["available"]) == (3, 1, 2, 0)
+    # A person approves the held order: it takes the stock anyway, so the level shows it.
+    with gateway.client("it") as it:
+        r = it.post(f"/v1/review/{third.json()['id']}/approve", json={"reason": "补货已在路上 restock arriving"})
+        assert r.status_code == 200, r.text
+    with gateway.client("wms") as c:
+        (level,) = c.get("/v1/stock", params={"sku": sku}).json()["items"]
+    assert (level["pending"], level["available"]) == (3, -1)
     # A new count (the WMS now knows the two orders) starts the gateway's share afresh.
     later = datetime.now(UTC).isoformat()
     assert (
