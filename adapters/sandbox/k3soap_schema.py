@@ -130,7 +130,7 @@ class ServiceShape:
     def read_request(self, op: Operation, wrapper: etree._Element) -> dict[str, Any]:
         """The wrapper element's members as Python values (``str``, ``Decimal``, ``int``,
         ``datetime``, ``bool``, nested dicts and lists)."""
-        return self._read_members(wrapper, self.elements[op.request], op.request.namespace, wrapper.tag)
+        return self._read_members(wrapper, self.elements[op.request], op.request.namespace, op.request.localname)
 
     def _read_members(self, el: etree._Element, members: list[Member], ns: str, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
