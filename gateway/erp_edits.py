@@ -5,7 +5,8 @@ is held for a person instead.
 
 What a newer version asks for (``plan_edit``):
 
-* status ``CANCELLED`` / ``CLOSED_REFUNDED`` (and not so before) → ``cancel``;
+* status ``CANCELLED`` / ``CLOSED_REFUNDED`` (and not so before) → ``cancel``; closed after the
+  platform said it shipped → ``hold`` (a return to book in the ERP, not a cancellation);
 * a change of what the document carries — receiver address or contact, memo or buyer message,
   lines or quantities, amounts (refunds aside: they are credit notes, not order edits) →
   ``update``, unless the platform says the goods left already (``PARTIALLY_SHIPPED``, ``SHIPPED``,
@@ -37,6 +38,7 @@ where a second ``add`` could create a second document.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -81,13 +83,27 @@ def plan_edit(old: dict[str, Any], new: dict[str, Any]) -> tuple[EditPlan | None
     changes = diff_orders(old, new)
     status = new.get("status")
     if status in CANCEL_STATUSES:
-        return ("cancel" if old.get("status") not in CANCEL_STATUSES else None), changes
+        if old.get("status") in CANCEL_STATUSES:
+            return None, changes  # cancelled already: its cancel is queued or done
+        # Closed after the goods left: a return to book in the ERP, not a cancellation.
+        return ("hold" if old.get("status") in SHIPPED_STATUSES else "cancel"), changes
     if not document_changes(changes):
         return None, changes
     return ("hold" if status in SHIPPED_STATUSES else "update"), changes
 
 
 def _held_violation(status: str) -> Violation:
+    if status in CANCEL_STATUSES:
+        return Violation(
+            rule=EDIT_HOLD_RULE,
+            severity="hold",
+            message_en=(
+                f"The platform closed the order after it shipped ({status}): the ERP document is not cancelled; "
+                "book the return in the ERP"
+            ),
+            message_zh=f"订单发货后被平台关闭（{status}）：ERP 单据不作废；请在 ERP 中办理退货",
+            path="status",
+        )
     return Violation(
         rule=EDIT_HOLD_RULE,
         severity="hold",
@@ -108,7 +124,7 @@ async def queue_edit(
     old: dict[str, Any],
     new: dict[str, Any],
     *,
-    now: Any,
+    now: datetime,
     actor: str,
     rules_version: str | None = None,
 ) -> EditPlan | None:
@@ -207,7 +223,7 @@ def refused_hint(kind: str) -> str:
     )
 
 
-async def follow_up(uow: UnitOfWork, built_from: OrderRecord, *, now: Any) -> EditPlan | None:
+async def follow_up(uow: UnitOfWork, built_from: OrderRecord, *, now: datetime) -> EditPlan | None:
     """After a delivery or an edit: a newer version stored while it was on its way (its document was
     built from ``built_from``) becomes the edit it asks for, queued behind it."""
     current = await uow.orders.get(built_from.id)

@@ -303,3 +303,20 @@ def test_plan_edit(new: dict[str, Any], plan: str | None) -> None:
 
 def test_a_second_cancelled_version_plans_nothing() -> None:
     assert plan_edit(_canonical(status="CANCELLED"), _canonical(status="CLOSED_REFUNDED"))[0] is None
+
+
+def test_closed_after_shipment_is_a_return_held_not_a_cancellation() -> None:
+    assert plan_edit(_canonical(status="SHIPPED"), _canonical(status="CLOSED_REFUNDED"))[0] == "hold"
+
+
+async def test_a_version_closed_after_shipment_holds_with_the_return_reason(runtime) -> None:
+    erp = FakeErp()
+    uow, clock, deps, gid = await _delivered(runtime, erp)
+    await _post(runtime, deps, version(10, **SHIPPED))
+    await _post(runtime, deps, version(20, status="TRADE_CLOSED"))  # canonical CLOSED_REFUNDED
+    assert await _rows(uow) == [("deliver", "done")]  # no cancellation is sent
+    async with uow(write=False) as u:
+        ((_, held),) = u.intercepts._s.intercepts
+    (why,) = held.violations
+    assert "book the return in the ERP" in why["message_en"] and "退货" in why["message_zh"]
+    assert (await _order(uow, gid)).state == "delivered" and erp.calls == ["submit"]
