@@ -226,6 +226,12 @@ def refused_hint(kind: str) -> str:
 async def follow_up(uow: UnitOfWork, built_from: OrderRecord, *, now: datetime) -> EditPlan | None:
     """After a delivery or an edit: a newer version stored while it was on its way (its document was
     built from ``built_from``) becomes the edit it asks for, queued behind it."""
+    # The binder row first (a few columns, no canonical to decode): every delivery asks, and a
+    # newer version changes its payload hash. Read after the caller's write of the order row, it
+    # sees an intake that held that row (PostgreSQL) as committed.
+    binding = await uow.orders.find_binding(built_from.platform, built_from.shop_id, built_from.platform_order_id)
+    if binding is None or binding.payload_sha256 == built_from.payload_sha256:
+        return None
     current = await uow.orders.get(built_from.id)
     if current is None or current.canonical == built_from.canonical:
         return None
