@@ -47,7 +47,7 @@ def build_bill(doc: ErpDocument, *, with_bill_no: bool = True) -> dict[str, Any]
     """
     # An empty field is left out rather than sent as null: K3 reads a null base-data field as a
     # reference to nothing.
-    header = {k: v for k, v in doc.header.items() if k.casefold() != "fbillno" and v is not None}
+    header = {k: v for k, v in doc.header.items() if k.casefold() != "fbillno" and _given(v)}
     if with_bill_no:
         header = {"FBillNo": doc.code, **header}
     entries = [_entry(row, entry) for row, entry in enumerate(doc.entries, start=1)]
@@ -56,8 +56,16 @@ def build_bill(doc: ErpDocument, *, with_bill_no: bool = True) -> dict[str, Any]
     return {"Data": {"Page1": [header], "Page2": entries}}
 
 
+def _given(value: Any) -> bool:
+    """A value worth sending: not null, and not a base-data reference without its FNumber (an
+    order no action gave a warehouse maps to ``{"FNumber": null}``)."""
+    if isinstance(value, Mapping):
+        return any(k.casefold() == "fnumber" and v not in (None, "") for k, v in value.items())
+    return value is not None
+
+
 def _entry(row: int, entry: Mapping[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in entry.items() if k not in _DROPPED and v is not None}
+    fields = {k: v for k, v in entry.items() if k not in _DROPPED and _given(v)}
     qty = fields.get("Fauxqty")
     if qty is None or isinstance(qty, float):
         raise ValueError(f"entry {row}: Fauxqty must be a whole or decimal number, not {qty!r}")
