@@ -42,7 +42,7 @@ from zeep import AsyncClient
 from zeep import exceptions as zeep_errors
 from zeep.proxy import AsyncServiceProxy
 
-from adapters.k3.soap_body import ReplyShapeError, build_order, member, read_result, same_order
+from adapters.k3.soap_body import ReplyShapeError, build_order, check_members, member, read_result, same_order
 from adapters.k3.soap_transport import BadReply, SharedClientTransport, zeep_settings
 from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
 from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
@@ -96,6 +96,7 @@ class K3SoapAdapter:
         except KeyError:
             raise ValueError(f"the WSDL has no binding {binding}; it has {sorted(self._zeep.wsdl.bindings)}") from None
         # AsyncClient.create_service returns a synchronous proxy (zeep 4.x), so build the async one.
+        self._binding = bound
         self._service = AsyncServiceProxy(self._zeep, bound, address=url)
         names = {**DEFAULT_OPERATIONS, **(operations or {})}
         available = set(bound.all())
@@ -142,9 +143,12 @@ class K3SoapAdapter:
         if result["Status"] != 0:
             raise _unknown(doc.code, "the service refused the look-up", partner_message=result["Message"])
         found = result["Order"]
-        if found is None:
+        # zeep reads a nil complex element (``<a:Order i:nil="true"/>``) as an object of empty
+        # members, so "no order" is an order without a bill number.
+        bill_no = str(member(found, "BillNO") or "").strip()
+        if not bill_no:
             return None
-        if str(member(found, "BillNO") or "").strip().casefold() != doc.code.casefold() or not same_order(found, doc):
+        if bill_no.casefold() != doc.code.casefold() or not same_order(found, doc):
             raise PermanentError(
                 f"K3 already holds a different sales order under bill number {doc.code}",
                 f"K3 中单据编号 {doc.code} 已被另一张销售订单占用",
@@ -222,7 +226,9 @@ class K3SoapAdapter:
         """Call the operation of ``role`` with one argument; its result as a plain dict."""
         name = self._ops[role]
         try:
-            # Rendered first, so a document zeep cannot serialize is known to be unsent.
+            # Checked and rendered first, so a document that does not fit is known to be unsent.
+            [(parameter, element)] = self._binding.get(name).input.body.type.elements
+            check_members(element.type, argument, parameter)
             self._zeep.create_message(self._service, name, argument)
         except (zeep_errors.ValidationError, TypeError, ValueError) as exc:
             raise _unrenderable(code, type(exc).__name__ + ": " + str(exc)[:200]) from exc

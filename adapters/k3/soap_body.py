@@ -96,3 +96,24 @@ def same_order(found: Any, doc: ErpDocument) -> bool:
     their_items = sorted(str(member(r, "Number") or "").strip() for r in rows)
     our_items = sorted(str(e.get("Number") or "").strip() for e in doc.entries)
     return not their_items or their_items == our_items
+
+
+def check_members(xsd_type: Any, value: Any, path: str) -> None:
+    """Refuse members the WSDL's type does not declare, at any depth.
+
+    zeep silently drops unknown keys of a nested dict, so a misspelt member in the outbound
+    dictionary would vanish from the message instead of failing.
+
+    Raises:
+        ValueError: naming the first unknown member and its path.
+    """
+    if not isinstance(value, Mapping):
+        return
+    elements = dict(getattr(xsd_type, "elements", []) or [])
+    unknown = sorted(set(value) - set(elements))
+    if unknown:
+        raise ValueError(f"{path} has no member {', '.join(unknown)} in the WSDL")
+    for name, item in value.items():
+        child = elements[name].type
+        for one in item if isinstance(item, list) else [item]:
+            check_members(child, one, f"{path}.{name}")

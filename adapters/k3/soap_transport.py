@@ -10,6 +10,7 @@ refuses the same things first, so a hostile reply (an XML external entity naming
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +23,8 @@ from zeep.transports import AsyncTransport
 
 from adapters.xmlsafe import UnsafeXmlError
 from adapters.xmlsafe import parse as safe_parse
+
+_DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 def zeep_settings() -> Settings:
@@ -89,4 +92,8 @@ def screen(response: httpx.Response) -> None:
         reason = "the reply declares a DTD or entities; refused unread"
         raise BadReply(reason, http_status=status, unsafe=True) from None
     except etree.XMLSyntaxError:
+        # libxml2 stops an entity-expansion bomb as a syntax error before xmlsafe sees the DTD.
+        if _DECLARATION.search(response.content):
+            reason = "the reply declares a DTD or entities; refused unread"
+            raise BadReply(reason, http_status=status, unsafe=True) from None
         raise BadReply("the reply is not XML", http_status=status) from None
