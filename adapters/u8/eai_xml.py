@@ -18,11 +18,10 @@ from lxml import etree
 
 from adapters import xmlsafe
 from adapters.u8.amounts import line_amounts
+from adapters.u8.fields import REQUIRED_ENTRY, REQUIRED_HEADER, check_amounts, check_widths
 from gateway.ports import ErpDocument
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
-REQUIRED_HEADER = ("code", "date", "custcode", "deptcode", "currency", "maker")
-REQUIRED_ENTRY = ("inventorycode", "quantity")
 # Entry keys that are inputs to ``line_amounts`` rather than U8 tags.
 AMOUNT_INPUTS = ("sum_fen", "quoted_fen", "taxrate")
 # EAI tags are lower-case names; a DB column name such as ``cWhCode`` is silently ignored or
@@ -70,33 +69,78 @@ def build_request(doc: ErpDocument, *, sender: str, proc: str = "add", receiver:
     """
     if doc.header.get("code") not in (None, "", doc.code):
         raise ValueError("header code differs from the document code")
-    header = {"code": doc.code, **{k: v for k, v in doc.header.items() if k != "code"}}
-    root = _envelope("saleorder", sender=sender, receiver=receiver, proc=proc, docid=doc.order_id)
-    saleorder = etree.SubElement(root, "saleorder")
-    _fill(etree.SubElement(saleorder, "header"), header, REQUIRED_HEADER, "header")
+    header = _texts({"code": doc.code, **{k: v for k, v in doc.header.items() if k != "code"}}, "header")
+    _require(header, REQUIRED_HEADER, "header")
     if not doc.entries:
         raise ValueError("a sale order needs at least one entry")
-    body = etree.SubElement(saleorder, "body")
+    entries = []
     for rowno, entry in enumerate(doc.entries, start=1):
-        tags = _entry_tags(entry, header.get("taxrate"), rowno)
-        _fill(etree.SubElement(body, "entry"), tags, REQUIRED_ENTRY, f"entry {rowno}")
+        tags = _texts(_entry_tags(entry, doc.header.get("taxrate"), rowno), f"entry {rowno}")
+        _require(tags, REQUIRED_ENTRY, f"entry {rowno}")
+        check_amounts(tags, f"entry {rowno}")
+        entries.append(tags)
+    # Widths last: the values checked are exactly the text that goes out (FieldWidthError).
+    check_widths(header, entries)
+    root = _envelope("saleorder", sender=sender, receiver=receiver, proc=proc, docid=doc.order_id)
+    saleorder = etree.SubElement(root, "saleorder")
+    _fill(etree.SubElement(saleorder, "header"), header)
+    body = etree.SubElement(saleorder, "body")
+    for tags in entries:
+        _fill(etree.SubElement(body, "entry"), tags)
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
+
+
+def build_delete(code: str, *, sender: str, docid: str = "", receiver: str = "u8") -> bytes:
+    """Render a ``proc="delete"`` request for the sale order ``code``: the template shape with
+    only the header ``code`` (inferred: no public sample shows an EAI delete body)."""
+    root = _envelope("saleorder", sender=sender, receiver=receiver, proc="delete", docid=docid)
+    header = etree.SubElement(etree.SubElement(root, "saleorder"), "header")
+    etree.SubElement(header, "code").text = code
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
 
 
 def build_query(code: str, *, sender: str, receiver: str = "u8") -> bytes:
     """Render a ``proc="query"`` request for the sale order whose ``cSOCode`` is ``code`` (§1.8)."""
-    root = _envelope("saleorder", sender=sender, receiver=receiver, proc="query", docid="")
-    saleorder = etree.SubElement(root, "saleorder", code=code)
-    etree.SubElement(saleorder, "field", name="cSOCode", operation="=", value=code, logic="")
+    return build_field_query("saleorder", [("cSOCode", "=", code, "")], sender=sender, receiver=receiver, code=code)
+
+
+def build_field_query(
+    roottag: str,
+    fields: list[tuple[str, str, str, str]],
+    *,
+    sender: str,
+    receiver: str = "u8",
+    code: str | None = None,
+) -> bytes:
+    """A ``proc="query"`` request of ``<field name= operation= value= logic=>`` conditions (§1.8).
+
+    Args:
+        roottag: The document type, ``saleorder`` or ``consignment``.
+        fields: ``(name, operation, value, logic)`` per condition; ``logic`` joins it to the
+            previous one (``and``/``or``, empty for the first), as in E4's query.
+        sender: The registered external-system code.
+        receiver: The receiving system.
+        code: The ``code`` attribute of the document element (E4's department query), if any.
+    """
+    root = _envelope(roottag, sender=sender, receiver=receiver, proc="query", docid="")
+    element = etree.SubElement(root, roottag, code=code) if code else etree.SubElement(root, roottag)
+    for name, operation, value, logic in fields:
+        etree.SubElement(element, "field", name=name, operation=operation, value=value, logic=logic)
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
 
 
-def parse_reply(data: bytes) -> list[ReplyItem]:
+def parse_reply(data: bytes, *, strict: bool = False) -> list[ReplyItem]:
     """Read the items of a U8 EAI reply.
 
     Accepts ``<ufinterface roottag="return">`` (or another ``…return`` roottag such as
-    ``voucheraddreturn``) with one ``<item>`` per document, and the ``<u8apireturn
-    issuccess="true|false"><error>…`` variant, as the root or as a child of the root.
+    ``voucheraddreturn``) with one ``<item>`` per document, and, unless ``strict``, the
+    ``<u8apireturn issuccess="true|false"><error>…`` variant, as the root or as a child of the root.
+
+    Args:
+        data: The reply body.
+        strict: Refuse the ``<u8apireturn>`` variant too. §1.5 calls it unverified for sale
+            orders (one client, E6), so the adapter reads it as "outcome unknown", neither
+            success nor failure.
 
     Raises:
         ReplyShapeError: anything else, including a DOCTYPE (entities are never expanded).
@@ -104,6 +148,8 @@ def parse_reply(data: bytes) -> list[ReplyItem]:
     root = _parse(data)
     u8api = root if root.tag == "u8apireturn" else root.find("u8apireturn")
     if u8api is not None:
+        if strict:
+            raise ReplyShapeError("the unverified <u8apireturn> reply variant")
         return [_u8api_item(u8api)]
     if root.tag != "ufinterface" or not root.get("roottag", "").lower().endswith("return"):
         raise ReplyShapeError(f"not a U8 EAI return document (root <{root.tag}>)")
@@ -113,27 +159,35 @@ def parse_reply(data: bytes) -> list[ReplyItem]:
     return items
 
 
-def parse_query_reply(data: bytes) -> list[dict[str, Any]]:
-    """Read the sale orders of a ``proc="query"`` reply (template shape, §1.8).
+def parse_query_reply(data: bytes, *, roottag: str = "saleorder", strict: bool = False) -> list[dict[str, Any]]:
+    """Read the records of a ``proc="query"`` reply (template shape, §1.8).
+
+    Args:
+        data: The reply body.
+        roottag: The record element, ``saleorder`` or ``consignment``.
+        strict: Refuse the ``<u8apireturn>`` variant (see ``parse_reply``).
 
     Returns:
-        One dict per ``<saleorder>``: its header tags, plus ``lines``, a list of entry dicts.
-        Empty when U8 found nothing (no ``<saleorder>``, or a return document that succeeded).
+        One dict per record element: its header tags, plus ``lines``, a list of entry dicts.
+        Empty when U8 found nothing (no record, or a return document that succeeded).
 
     Raises:
-        ReplyShapeError: not a query reply.
+        ReplyShapeError: not a query reply, or records of another document type.
         QueryRefusedError: a return document whose item failed; a refused query says nothing
             about whether the order exists.
     """
     root = _parse(data)
     if root.tag != "ufinterface":
         if root.tag == "u8apireturn" or root.find("u8apireturn") is not None:
-            return _empty_or_raise(parse_reply(data))
+            return _empty_or_raise(parse_reply(data, strict=strict))
         raise ReplyShapeError(f"not a U8 EAI query reply (root <{root.tag}>)")
-    if root.get("roottag", "").lower().endswith("return"):
-        return _empty_or_raise(parse_reply(data))
+    answered = root.get("roottag", "").lower()
+    if answered.endswith("return"):
+        return _empty_or_raise(parse_reply(data, strict=strict))
+    if answered and answered != roottag:
+        raise ReplyShapeError(f"query reply of roottag {answered!r}, not {roottag!r}")
     orders = []
-    for saleorder in root.iter("saleorder"):
+    for saleorder in root.iter(roottag):
         header = saleorder.find("header")
         order = _text_children(header) if header is not None else {}
         order["lines"] = [_text_children(entry) for entry in saleorder.iterfind("body/entry")]
@@ -190,16 +244,27 @@ def _number(value: Any, rowno: int) -> int | Decimal:
     return value if isinstance(value, int) else Decimal(value)
 
 
-def _fill(parent: etree._Element, tags: Mapping[str, Any], required: tuple[str, ...], where: str) -> None:
-    missing = [name for name in required if tags.get(name) in (None, "")]
-    if missing:
-        raise ValueError(f"{where}: missing required U8 tags {', '.join(missing)}")
+def _texts(tags: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The text each tag will carry; empty values are left out (U8 applies its defaults)."""
+    out = {}
     for name, value in tags.items():
         if not _TAG.match(name):
             raise ValueError(f"{where}: {name!r} is not a lower-case U8 EAI tag name")
         text = _text(value, name)
         if text != "":
-            etree.SubElement(parent, name).text = text
+            out[name] = text
+    return out
+
+
+def _require(tags: Mapping[str, str], required: tuple[str, ...], where: str) -> None:
+    missing = [name for name in required if not tags.get(name, "").strip()]
+    if missing:
+        raise ValueError(f"{where}: missing required U8 tags {', '.join(missing)}")
+
+
+def _fill(parent: etree._Element, tags: Mapping[str, str]) -> None:
+    for name, text in tags.items():
+        etree.SubElement(parent, name).text = text
 
 
 def _text(value: Any, name: str) -> str:
