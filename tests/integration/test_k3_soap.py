@@ -160,6 +160,23 @@ async def test_without_a_lookup_operation_the_readd_answers_already_exists(sandb
         await k3.aclose()
 
 
+async def test_a_site_naming_its_operations_differently_is_served_by_options(sandbox, served_wsdl, tmp_path):
+    # The site's WSDL calls the look-up querySEorder (same SOAPAction and message as ours).
+    site = tmp_path / "site.wsdl"
+    site.write_bytes(
+        served_wsdl.read_bytes().replace(b'<wsdl:operation name="getSEorder">', b'<wsdl:operation name="querySEorder">')
+    )
+    with pytest.raises(ValueError, match="no operation 'getSEorder'"):
+        adapter_for(sandbox, site)
+    k3 = adapter_for(sandbox, site, operations={"lookup": "querySEorder"})
+    try:
+        await k3.submit(make_doc())
+        assert (await k3.lookup(make_doc())).message == "found in K3 by the look-up"
+        assert await k3.lookup(make_doc("GW00000002")) is None
+    finally:
+        await k3.aclose()
+
+
 async def _calls(sandbox) -> list[dict[str, Any]]:
     return (await control(sandbox, "GET", "/_sandbox/calls", params={"system": "k3soap"}))["calls"]
 
@@ -411,3 +428,19 @@ def test_a_jd_order_becomes_one_k3_bill_through_the_gateway(k3soap_config, gatew
     assert bill["CustNumber"] == "01.004" and bill["Explanation"].startswith("jd ")
     assert [e["Number"] for e in bill["Entrys"]] == ["5.02.003"]  # KB-MECH-87-BR
     assert sandbox.documents("u8") == []
+
+
+def test_drop_after_commit_through_the_gateway_is_found_by_the_lookup(k3soap_config, gateway, sandbox):
+    sandbox.fault("k3soap", "drop_after_commit", rate=1.0)
+    body = (SAMPLES / "jd" / "02_multi_line_coupons.json").read_bytes()
+    with gateway.client("platform") as client:
+        response = client.post("/v1/orders/jd", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    gateway.wait_for(lambda: len(sandbox.documents("k3soap")) == 1, what="the bill written before the drop")
+    sandbox.clear_faults()
+    order = gateway.wait_state(response.json()["id"], "delivered")
+    [bill] = sandbox.documents("k3soap")
+    assert bill["BillNO"] == order["erp"]["document_no"]
+    assert "erp.unknown_outcome" in [t["kind"] for t in order["timeline"]]
+    assert order["timeline"][-1]["detail"].get("found_by_lookup") is True
+    assert any("getSEorder" in c["request"] for c in sandbox.calls("k3soap"))
