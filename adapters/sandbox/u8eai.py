@@ -15,6 +15,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.middleware import DefineMiddleware
 from lxml import etree
 
+from adapters.sandbox import u8consignment
 from adapters.sandbox.pipeline import PartnerCall, PartnerCallMiddleware, current_call, error_page
 from adapters.sandbox.state import SimulatedSystem
 from adapters.sandbox.u8saleorder import SaleOrder, SaleOrderRejected, U8Store, children
@@ -26,7 +27,7 @@ XML_TYPE = "text/xml"  # Litestar adds "; charset=utf-8" to text/* types
 HTML_TYPE = "text/html"
 _DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 _WRITES = ("add", "edit", "delete")
-_SUPPORTED_ROOTTAGS = ("saleorder",)
+_SUPPORTED_ROOTTAGS = ("saleorder", "consignment")  # 销售订单, 发货单 (§5.6)
 #: The ``reject`` fault: a business refusal no retry can fix (a closed period, as in §1.6).
 REJECT_DSC = "单据日期所在会计期间已经结账，不能保存单据！"
 
@@ -85,11 +86,13 @@ def handle_import(store: U8Store, call: PartnerCall) -> tuple[int, bytes, str]:
         items = [Item(_code_of(el), "101", REJECT_DSC) for el in documents]
     elif proc == "query":
         try:
-            found = [order for el in documents for order in store.query(el)]
+            records = _query(store, roottag, documents)
         except SaleOrderRejected as exc:
             items = [Item("", "101", exc.dsc)]
         else:
-            return 200, _query_reply(root, sender, roottag, found), XML_TYPE
+            return 200, _query_reply(root, sender, roottag, records), XML_TYPE
+    elif roottag == "consignment":
+        items = [_write_consignment(store, proc, el) for el in documents]
     else:
         items = [_write(store, proc, el) for el in documents]
 
@@ -126,6 +129,24 @@ def _write(store: U8Store, proc: str, el: etree._Element) -> Item:
     return Item(order.code, "0", "ok", order.u8key)
 
 
+def _write_consignment(store: U8Store, proc: str, el: etree._Element) -> Item:
+    if proc == "edit":
+        return Item(_code_of(el), "101", "发货单不支持修改，请删除后重新增加")  # (inferred)
+    operation = u8consignment.add if proc == "add" else u8consignment.delete
+    try:
+        consignment = operation(store, el)
+    except SaleOrderRejected as exc:
+        return Item(_code_of(el), "101", exc.dsc)
+    # The add-reply key is the new cDLCode (E6); u8key its DLID (inferred).
+    return Item(consignment.code, "0", "ok", consignment.dlid)
+
+
+def _query(store: U8Store, roottag: str, documents: list[etree._Element]) -> list[etree._Element]:
+    if roottag == "consignment":
+        return [u8consignment.to_element(c) for el in documents for c in u8consignment.query(store, el)]
+    return [_order_element(order) for el in documents for order in store.query(el)]
+
+
 def _code_of(el: etree._Element) -> str:
     """The code a (possibly invalid) document names, for the ``key`` of its reply item."""
     if el.get("code"):
@@ -150,24 +171,29 @@ def _return_reply(attrs: dict[str, str], items: list[Item]) -> bytes:
     return _serialize(root)
 
 
-def _query_reply(request: etree._Element, sender: str, roottag: str, orders: list[SaleOrder]) -> bytes:
-    """Stored orders in the template shape (§1.8): one ``<saleorder>`` per record."""
+def _query_reply(request: etree._Element, sender: str, roottag: str, records: list[etree._Element]) -> bytes:
+    """Stored records in the template shape (§1.8): one ``<saleorder>``/``<consignment>`` each."""
     attrs = {"roottag": roottag, "docid": request.get("docid", ""), "proc": "query", "sender": "u8"}
     root = etree.Element("ufinterface", {**attrs, "receiver": sender})
-    for order in orders:
-        el = etree.SubElement(root, "saleorder")
-        header = etree.SubElement(el, "header")
-        etree.SubElement(header, "id").text = order.u8key
-        etree.SubElement(header, "code").text = order.code
-        for tag, value in order.header.items():
-            if tag != "code":
-                etree.SubElement(header, tag).text = value
-        body = etree.SubElement(el, "body")
-        for line in order.lines:
-            entry = etree.SubElement(body, "entry")
-            for tag, value in line.items():
-                etree.SubElement(entry, tag).text = value
+    for record in records:
+        root.append(record)
     return _serialize(root)
+
+
+def _order_element(order: SaleOrder) -> etree._Element:
+    el = etree.Element("saleorder")
+    header = etree.SubElement(el, "header")
+    etree.SubElement(header, "id").text = order.u8key
+    etree.SubElement(header, "code").text = order.code
+    for tag, value in order.header.items():
+        if tag != "code":
+            etree.SubElement(header, tag).text = value
+    body = etree.SubElement(el, "body")
+    for line in order.lines:
+        entry = etree.SubElement(body, "entry")
+        for tag, value in line.items():
+            etree.SubElement(entry, tag).text = value
+    return el
 
 
 U8_EAI = SimulatedSystem(

@@ -43,7 +43,7 @@ DOCUMENT_LINE_FIELDS = ("inventorycode", "quantity", "taxunitprice", "unitprice"
 DOCUMENT_LINE_FIELDS += ("sum", "taxrate")
 MAX_CODE_LENGTH = 30
 _CENT = Decimal("0.01")
-_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 
 class SaleOrderRejected(Exception):
@@ -70,7 +70,8 @@ def children(el: etree._Element) -> list[tuple[str, etree._Element]]:
     return [(c.tag.lower(), c) for c in el if isinstance(c.tag, str)]
 
 
-def _fields(el: etree._Element, allowed: frozenset[str]) -> dict[str, str]:
+def read_fields(el: etree._Element, allowed: frozenset[str]) -> dict[str, str]:
+    """The non-empty text of ``el``'s children; a tag not in ``allowed`` is refused as U8 does (E2)."""
     values: dict[str, str] = {}
     for tag, child in children(el):
         if tag not in allowed:
@@ -85,13 +86,14 @@ def read_saleorder(el: etree._Element) -> tuple[dict[str, str], list[dict[str, s
     """Header and entry fields of a ``<saleorder>`` element, unknown tags refused."""
     parts = dict(reversed(children(el)))  # first <header>/<body> wins
     header_el = parts.get("header")
-    header = _fields(header_el, HEADER_TAGS) if header_el is not None else {}
+    header = read_fields(header_el, HEADER_TAGS) if header_el is not None else {}
     body_el = parts.get("body")
     entries = [c for tag, c in children(body_el) if tag == "entry"] if body_el is not None else []
-    return header, [_fields(entry, ENTRY_TAGS) for entry in entries]
+    return header, [read_fields(entry, ENTRY_TAGS) for entry in entries]
 
 
-def _number(text: str, what: str) -> Decimal:
+def number(text: str, what: str) -> Decimal:
+    """``text`` as a finite Decimal, else U8's refusal naming ``what``."""
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -116,6 +118,10 @@ class U8Store:
         self.sale_types: dict[str, str] = dict(seed.get("sale_types", {}))
         self.persons: dict[str, str] = dict(seed.get("persons", {}))
         self.inventory: dict[str, str] = dict(seed.get("inventory", {}))
+        self.warehouses: dict[str, str] = dict(seed.get("warehouses", {}))
+        # 发货单 by case-folded cDLCode (u8consignment.py writes them; a sale order they ship can
+        # then be neither edited nor deleted).
+        self.consignments: dict[str, Any] = {}
         # Keyed case-folded: U8's SQL Server collation (Chinese_PRC_CI_AS) ignores case.
         self.orders: dict[str, SaleOrder] = {}
         self._last_auto = 0
@@ -130,13 +136,14 @@ class U8Store:
         if code.casefold() in self.orders:
             raise SaleOrderRejected(f"销售订单号[{code}]已经存在，不可重复！")
         self._last_id += 1
-        order = SaleOrder(code, str(self._last_id), {**header, "code": code}, _numbered(lines), _now())
+        order = SaleOrder(code, str(self._last_id), {**header, "code": code}, _numbered(lines), now_text())
         self.orders[code.casefold()] = order
         return order
 
     def edit(self, el: etree._Element) -> SaleOrder:
         header, lines = read_saleorder(el)
         order = self._existing(header.get("code", ""))
+        self._refuse_if_shipped(order, "修改")
         self._validate(header, lines)
         order.header, order.lines = {**header, "code": order.code}, _numbered(lines)
         return order
@@ -144,6 +151,7 @@ class U8Store:
     def delete(self, el: etree._Element) -> SaleOrder:
         code = el.get("code") or read_saleorder(el)[0].get("code", "")
         order = self._existing(code)
+        self._refuse_if_shipped(order, "删除")
         del self.orders[order.code.casefold()]
         return order
 
@@ -176,10 +184,10 @@ class U8Store:
                 raise SaleOrderRejected(f"表头字段[{tag}]不能为空")
         if len(header.get("code", "")) > MAX_CODE_LENGTH:
             raise SaleOrderRejected(f"单据号超长：[{header['code']}]超过{MAX_CODE_LENGTH}位")
-        if not any(_is_date(header["date"], fmt) for fmt in _DATE_FORMATS):
+        if not any(is_date(header["date"], fmt) for fmt in DATE_FORMATS):
             raise SaleOrderRejected(f"单据日期[{header['date']}]不是有效的日期")
         for tag in NUMERIC_HEADER & header.keys():
-            _number(header[tag], f"表头{tag}")
+            number(header[tag], f"表头{tag}")
         self._must_exist(self.customers, header["custcode"], "客户编码")
         self._must_exist(self.departments, header["deptcode"], "部门编码")
         if "typecode" in header:
@@ -196,7 +204,7 @@ class U8Store:
             raise SaleOrderRejected(f"第{row}行存货编码不能为空")
         if not line.get("quantity"):
             raise SaleOrderRejected(f"第{row}行数量不能为空")
-        values = {tag: _number(line[tag], f"第{row}行{tag}") for tag in NUMERIC_ENTRY & line.keys()}
+        values = {tag: number(line[tag], f"第{row}行{tag}") for tag in NUMERIC_ENTRY & line.keys()}
         if values["quantity"] <= 0:
             raise SaleOrderRejected(f"第{row}行数量[{line['quantity']}]必须大于0")
         self._must_exist(self.inventory, line["inventorycode"], "存货编码")
@@ -206,6 +214,13 @@ class U8Store:
         price = values.get("taxunitprice")
         if total is not None and price is not None and abs(total - price * values["quantity"]) > _CENT:
             raise SaleOrderRejected(f"第{row}行金额不平：价税合计≠含税单价×数量")
+
+    def _refuse_if_shipped(self, order: SaleOrder, action: str) -> None:
+        """U8 keeps a sale order a 发货单 refers to (text inferred, §1.6: not found publicly)."""
+        key = order.code.casefold()
+        for consignment in self.consignments.values():
+            if any(line.get("cordercode", "").casefold() == key for line in consignment.lines):
+                raise SaleOrderRejected(f"销售订单[{order.code}]已被发货单[{consignment.code}]参照，不能{action}！")
 
     @staticmethod
     def _must_exist(archive: Mapping[str, str], code: str, what: str) -> None:
@@ -229,7 +244,7 @@ class U8Store:
                 return code
 
 
-def _is_date(text: str, fmt: str) -> bool:
+def is_date(text: str, fmt: str) -> bool:
     try:
         datetime.strptime(text, fmt)  # noqa: DTZ007 - a calendar date, no zone in U8
     except ValueError:
@@ -242,7 +257,7 @@ def _numbered(lines: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{**line, "irowno": line.get("irowno") or str(row)} for row, line in enumerate(lines, start=1)]
 
 
-def _now() -> str:
+def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
