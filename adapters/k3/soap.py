@@ -43,8 +43,16 @@ from zeep import exceptions as zeep_errors
 from zeep.proxy import AsyncServiceProxy
 
 from adapters.k3.soap_body import ReplyShapeError, build_order, check_members, member, read_result, same_order
+from adapters.k3.soap_errors import (
+    from_bad_reply,
+    from_fault,
+    partner_text,
+    rejected,
+    unknown,
+    unrenderable,
+)
 from adapters.k3.soap_transport import BadReply, SharedClientTransport, zeep_settings
-from gateway.errors import ConfigError, PermanentError, RetryableError, UnknownOutcomeError
+from gateway.errors import ConfigError, PermanentError, RetryableError
 from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
 
 if TYPE_CHECKING:
@@ -58,8 +66,6 @@ DEFAULT_OPERATIONS = {"add": "addSEorder", "lookup": "getSEorder", "update": "up
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _DUPLICATE = re.compile(r"已存在|重复|already exists|duplicate", re.IGNORECASE)
 _MISSING = re.compile(r"不存在|not exist|not found", re.IGNORECASE)
-_GENERIC_HINT = "Read the service's message, correct the document data or K3's base data, then replay the dead letter"
-_MAX_PARTNER_TEXT = 500
 
 
 class K3SoapAdapter:
@@ -118,7 +124,7 @@ class K3SoapAdapter:
             return ErpReceipt(document_no=result["BillNO"] or doc.code, message=result["Message"] or None)
         if _DUPLICATE.search(result["Message"]):
             return await self._existing(doc, result["Message"])
-        raise _rejected(doc.code, "rejected", "拒绝了", result)
+        raise rejected(doc.code, "rejected", "拒绝了", result)
 
     async def lookup(self, doc: ErpDocument) -> ErpReceipt | None:
         """The sales order ``doc.code`` (``getSEorder``); None when the service has none.
@@ -138,10 +144,10 @@ class K3SoapAdapter:
                 return ErpReceipt(document_no=result["BillNO"] or doc.code, message="written by the look-up's re-add")
             if _DUPLICATE.search(result["Message"]):
                 return ErpReceipt(document_no=doc.code, message="already in K3: the re-add was refused as a duplicate")
-            raise _rejected(doc.code, "rejected", "拒绝了", result)
+            raise rejected(doc.code, "rejected", "拒绝了", result)
         result = await self._call("lookup", doc.code, doc.code, shape="query")
         if result["Status"] != 0:
-            raise _unknown(doc.code, "the service refused the look-up", partner_message=result["Message"])
+            raise unknown(doc.code, "the service refused the look-up", partner_message=result["Message"])
         found = result["Order"]
         # zeep reads a nil complex element (``<a:Order i:nil="true"/>``) as an object of empty
         # members, so "no order" is an order without a bill number.
@@ -168,7 +174,7 @@ class K3SoapAdapter:
             )
         result = await self._call("update", doc.code, self._order(doc))
         if result["Status"] != 0:
-            raise _rejected(doc.code, "refused to update", "拒绝修改", result)
+            raise rejected(doc.code, "refused to update", "拒绝修改", result)
         return ErpReceipt(document_no=result["BillNO"] or doc.code, message=result["Message"] or None)
 
     async def cancel(self, doc: ErpDocument) -> ErpReceipt:
@@ -182,7 +188,7 @@ class K3SoapAdapter:
         raise PermanentError(
             f"The K3 SOAP service refused to cancel sales order {doc.code}",
             f"K3 SOAP 服务拒绝关闭销售订单 {doc.code}",
-            partner_message=_text(result["Message"]),
+            partner_message=partner_text(result["Message"]),
             hint="An audited order or one with delivery bills cannot be cancelled: close it in K3 by hand",
             document_code=doc.code,
         )
@@ -206,7 +212,7 @@ class K3SoapAdapter:
         try:
             return build_order(doc)
         except ValueError as exc:
-            raise _unrenderable(doc.code, str(exc)) from exc
+            raise unrenderable(doc.code, str(exc)) from exc
 
     async def _existing(self, doc: ErpDocument, message: str) -> ErpReceipt:
         if not self._ops["lookup"]:
@@ -216,7 +222,7 @@ class K3SoapAdapter:
             raise PermanentError(
                 f"The K3 SOAP service reports bill number {doc.code} as taken but its look-up cannot find it",
                 f"K3 SOAP 服务报告单据编号 {doc.code} 已存在，但查询不到",
-                partner_message=_text(message),
+                partner_message=partner_text(message),
                 hint="Look for the number in K3 (another bill type may hold it), then replay",
                 document_code=doc.code,
             )
@@ -231,7 +237,7 @@ class K3SoapAdapter:
             check_members(element.type, argument, parameter)
             self._zeep.create_message(self._service, name, argument)
         except (zeep_errors.ValidationError, TypeError, ValueError) as exc:
-            raise _unrenderable(code, type(exc).__name__ + ": " + str(exc)[:200]) from exc
+            raise unrenderable(code, type(exc).__name__ + ": " + str(exc)[:200]) from exc
         try:
             reply = await getattr(self._service, name)(argument)
         except _NOT_SENT as exc:
@@ -242,116 +248,19 @@ class K3SoapAdapter:
                 document_code=code,
             ) from exc
         except httpx.RequestError as exc:
-            raise _unknown(code, f"{name} failed after sending ({type(exc).__name__})") from exc
+            raise unknown(code, f"{name} failed after sending ({type(exc).__name__})") from exc
         except BadReply as exc:
-            raise _from_bad_reply(code, name, exc) from exc
+            raise from_bad_reply(code, name, exc) from exc
         except zeep_errors.Fault as exc:
-            raise _from_fault(code, name, exc) from exc
+            raise from_fault(code, name, exc) from exc
         except zeep_errors.Error as exc:
             # DTDForbidden, EntitiesForbidden, XMLSyntaxError, an unexpected element, ...: the
             # message (never the reply body) is enough to say what went wrong.
-            raise _unknown(code, f"{name} answered a reply zeep cannot read ({type(exc).__name__})") from exc
+            raise unknown(code, f"{name} answered a reply zeep cannot read ({type(exc).__name__})") from exc
         try:
             return read_result(reply, shape)
         except ReplyShapeError as exc:
-            raise _unknown(code, f"{name} answered an unknown shape ({exc})") from exc
-
-
-def _text(message: str | None) -> str | None:
-    return None if message is None else message[:_MAX_PARTNER_TEXT]
-
-
-def _rejected(code: str, verb: str, verb_zh: str, result: dict[str, Any]) -> PermanentError:
-    return PermanentError(
-        f"The K3 SOAP service {verb} sales order {code}",
-        f"K3 SOAP 服务{verb_zh}销售订单 {code}",
-        partner_message=_text(result["Message"]),
-        hint=_hint(result["Message"]),
-        document_code=code,
-        service_status=result["Status"],
-    )
-
-
-def _hint(message: str) -> str:
-    if "物料" in message:
-        return "Add the item's number to the SKU value table or create it in K3, then replay the dead letter"
-    if "购货单位" in message or "客户" in message:
-        return "Map the shop to an existing K3 customer number in the value table or create it in K3, then replay"
-    if "部门" in message or "业务员" in message or "职员" in message:
-        return "Set an existing department / employee number in the target's params, then replay the dead letter"
-    if "计量单位" in message:
-        return "Set an existing unit number in the target's params (unit), then replay the dead letter"
-    if "结账" in message:
-        return "The period of the order date is closed in K3: reopen it or change the date rule, then replay"
-    return _GENERIC_HINT
-
-
-def _unrenderable(code: str, reason: str) -> PermanentError:
-    return PermanentError(
-        f"Sales order {code} cannot be rendered as the service's FormSEOrder: {reason}",
-        f"销售订单 {code} 无法生成 K3 SOAP 报文：{reason}",
-        hint="Fix the outbound dictionary (mappings/erp/k3soap_seorder.toml) or the value tables against the "
-        "site's WSDL, then replay the dead letter",
-        document_code=code,
-    )
-
-
-def _unknown(code: str, reason: str, **details: Any) -> UnknownOutcomeError:
-    return UnknownOutcomeError(
-        f"Outcome of K3 sales order {code} unknown: {reason}",
-        f"K3 销售订单 {code} 结果未知，需先查询",
-        document_code=code,
-        **details,
-    )
-
-
-def _from_bad_reply(code: str, name: str, exc: BadReply) -> Exception:
-    status = exc.http_status
-    if status in (502, 503):
-        return RetryableError(
-            f"K3 SOAP service answered HTTP {status}", f"K3 SOAP 服务返回 HTTP {status}", document_code=code
-        )
-    if status == 413:
-        return PermanentError(
-            "The K3 SOAP service refused the message as too large (HTTP 413)",
-            "K3 SOAP 服务因报文过大拒收（HTTP 413）",
-            hint="Raise maxReceivedMessageSize in the service's binding configuration, then replay",
-            document_code=code,
-        )
-    if 300 <= status < 500:
-        # IIS/WCF refused it before the service ran: a wrong URL, content type or SOAPAction.
-        return RetryableError(
-            f"K3 SOAP service answered HTTP {status}",
-            f"K3 SOAP 服务返回 HTTP {status}",
-            hint="Check the target URL (the service endpoint) and that the WSDL is the site's",
-            document_code=code,
-            http_status=status,
-        )
-    unknown = _unknown(code, f"{name}: {exc.reason}", http_status=status)
-    if exc.unsafe:
-        unknown.hint = "The service sent XML with a DTD or entities: have the site check its wrapper; it was not read"
-    return unknown
-
-
-def _from_fault(code: str, name: str, exc: zeep_errors.Fault) -> Exception:
-    """SOAP faults by faultcode: ``Client`` (and ``Client.*`` subcodes) is the sender's fault and
-    nothing was processed → permanent; ``Server`` or anything else may come after a write → unknown."""
-    faultcode = (exc.code or "").rpartition(":")[2]
-    if not faultcode:
-        return _unknown(code, f"{name} answered an error that is not a SOAP fault")
-    if faultcode == "Client" or faultcode.startswith("Client."):
-        return PermanentError(
-            f"The K3 SOAP service refused the {name} message (SOAP fault {faultcode})",
-            f"K3 SOAP 服务拒收 {name} 报文（SOAP fault {faultcode}）",
-            partner_message=_text(exc.message),
-            hint="The message does not fit the site's service: compare the WSDL and the outbound dictionary "
-            "with the site's, then replay the dead letter",
-            document_code=code,
-            faultcode=faultcode,
-        )
-    return _unknown(
-        code, f"{name} answered SOAP fault {faultcode}", partner_message=_text(exc.message), faultcode=faultcode
-    )
+            raise unknown(code, f"{name} answered an unknown shape ({exc})") from exc
 
 
 def from_target(ctx: AdapterContext) -> K3SoapAdapter:

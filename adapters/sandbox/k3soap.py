@@ -9,16 +9,19 @@ against the WSDL's schemas (``k3soap_schema.py``). A message WCF could not dispa
 gets HTTP 500 with a SOAP fault, faultcode ``s:Client``; a business refusal gets HTTP 200 and
 ``Status ≠ 0`` with a Chinese ``Message``, as a K3 wrapper writes it (texts inferred, §6).
 The ``reject`` fault refuses a write as a closed period would, writing nothing.
+``POST /_sandbox/k3soap/shipments`` records a sales outstock bill (销售出库) against an order, as
+the warehouse would in K3; ``getSEOutstock`` reads it back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.middleware import DefineMiddleware
 from lxml import etree
@@ -38,6 +41,7 @@ XML_TYPE = "text/xml; charset=utf-8"
 REJECT_MESSAGE = "单据日期所在会计期间已结账，不能保存单据！"
 _WRITES = frozenset({"addSEorder", "updateSEorder", "cancelOrder"})
 SHAPE = ServiceShape(bundled_wsdl())
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # K3 keeps local time
 
 
 class Refused(Exception):
@@ -64,6 +68,7 @@ class K3SoapStore:
     units: dict[str, str]
     items: dict[str, str]
     orders: dict[str, SEOrder] = field(default_factory=dict)
+    outstocks: list[dict[str, Any]] = field(default_factory=list)  # FormSEOutStock members
 
     @classmethod
     def from_seed(cls, seed: Mapping[str, Any]) -> K3SoapStore:
@@ -100,6 +105,44 @@ class K3SoapStore:
         stored.closed = True
         return stored
 
+    def record_shipment(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """A sales outstock against an order: ``{"order": BillNO, "lines"?: [{"item", "qty"}],
+        "date"?, "carrier"?, "waybill"?}``; every row of the order when no lines are given."""
+        order = self.orders.get(str(spec.get("order", "")).strip())
+        if order is None:
+            raise Refused(f"订单[{spec.get('order')}]不存在！")
+        rows = {e["Number"]: (row, e) for row, e in enumerate(order.members["Entrys"]["FormSEOrderEntry"], 1)}
+        wanted = spec.get("lines") or [{"item": item, "qty": e["Qty"]} for item, (_, e) in rows.items()]
+        entries = []
+        for line in wanted:
+            if line.get("item") not in rows:
+                raise Refused(f"物料[{line.get('item')}]不在订单[{order.members['BillNO']}]中！")
+            qty = Decimal(str(line.get("qty")))
+            if not qty.is_finite() or qty <= 0:
+                raise Refused("数量必须大于0！")
+            row, _ = rows[line["item"]]
+            entries.append({"OrderEntry": row, "OrderNO": order.members["BillNO"], "ProductNumber": line["item"]})
+            entries[-1]["Qty"] = qty
+        date = datetime.fromisoformat(str(spec.get("date") or datetime.now(CHINA).strftime("%Y-%m-%dT%H:%M:%S")))
+        outstock = {
+            "BillNO": f"XOUT{len(self.outstocks) + 1:06d}",
+            "CustNumber": order.members.get("CustNumber"),
+            "Date": date,
+            "EntryList": {"FormSEOutStockEntry": entries},
+            "ExpressCompany": spec.get("carrier"),
+            "ExpressNO": spec.get("waybill"),
+        }
+        self.outstocks.append(outstock)
+        return outstock
+
+    def outstocks_of(self, bill_no: str) -> list[dict[str, Any]]:
+        key = bill_no.strip().casefold()
+        return [
+            o
+            for o in self.outstocks
+            if any(e["OrderNO"].casefold() == key for e in o["EntryList"]["FormSEOutStockEntry"])
+        ]
+
     def _check(self, order: dict[str, Any]) -> str:
         """The bill number of a valid order; ``Refused`` naming the first fault (§5: seeded codes)."""
         bill_no = (order.get("BillNO") or "").strip()
@@ -124,8 +167,14 @@ class K3SoapStore:
 
     def documents(self) -> list[dict[str, Any]]:
         return [
-            {**_plain(o.members), "FInterID": o.interid, "closed": o.closed, "created_at": o.created_at}
-            for o in self.orders.values()
+            {
+                **_plain(o.members),
+                "FInterID": o.interid,
+                "closed": o.closed,
+                "created_at": o.created_at,
+                "outstocks": [x["BillNO"] for x in self.outstocks_of(bill_no)],
+            }
+            for bill_no, o in self.orders.items()
         ]
 
 
@@ -137,8 +186,8 @@ def _known(table: dict[str, str], code: Any, label: str) -> None:
 def _plain(value: Any) -> Any:
     """Members as JSON: decimals as exact text, times as ISO text, the entry array flattened."""
     if isinstance(value, dict):
-        if set(value) == {"FormSEOrderEntry"}:
-            return [_plain(v) for v in value["FormSEOrderEntry"]]
+        if _is_array(value):
+            return [_plain(v) for v in next(iter(value.values()))]
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -149,13 +198,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_PIPELINE = DefineMiddleware(PartnerCallMiddleware, system=SYSTEM)
+
+
 class K3SoapController(Controller):
-    """The WCF endpoint; every call runs through the sandbox pipeline as system ``k3soap``."""
+    """The WCF endpoint: its calls run through the sandbox pipeline as system ``k3soap``; the
+    ``/_sandbox/k3soap`` control route beside it does not (it is not the partner's)."""
 
     path = "/"
-    middleware = [DefineMiddleware(PartnerCallMiddleware, system=SYSTEM)]
 
-    @get(PATH, sync_to_thread=False)
+    @get(PATH, sync_to_thread=False, middleware=[_PIPELINE])
     def wsdl(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """``?wsdl`` (any case) → the WSDL with this sandbox's address; else WCF's help page."""
         if not any(k.lower() == "wsdl" for k in request.query_params):
@@ -164,7 +216,7 @@ class K3SoapController(Controller):
         address = str(request.url.with_replacements(query=""))
         return Response(wsdl_with_address(bundled_wsdl(), address), media_type=XML_TYPE)
 
-    @post(PATH, status_code=200)
+    @post(PATH, status_code=200, middleware=[_PIPELINE])
     async def call(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         call = current_call(request)
         content_type = request.headers.get("content-type", "")
@@ -175,6 +227,20 @@ class K3SoapController(Controller):
         action = request.headers.get("soapaction", "").strip().strip('"')
         status, body = handle(call.state.store(SYSTEM), call, action)
         return Response(body, status_code=status, media_type=XML_TYPE)
+
+    @post("/_sandbox/k3soap/shipments", status_code=200)
+    async def record_shipment(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """Record a sales outstock against an order (``K3SoapStore.record_shipment``)."""
+        try:
+            spec = msgspec.json.decode(await request.body())
+            if not isinstance(spec, dict):
+                raise Refused("body must be a JSON object")
+            outstock = request.app.state.sandbox.store(SYSTEM).record_shipment(spec)
+        except (msgspec.DecodeError, ValueError, ArithmeticError) as exc:
+            return Response({"error": str(exc)}, status_code=400)
+        except Refused as exc:
+            return Response({"error": str(exc)}, status_code=400)
+        return Response(_plain(outstock))
 
 
 def handle(store: K3SoapStore, call: PartnerCall, action: str) -> tuple[int, bytes]:
@@ -223,6 +289,9 @@ def _dispatch(store: K3SoapStore, name: str, request: dict[str, Any]) -> dict[st
     if name == "cancelOrder":
         stored = store.cancel(request.get("orderNo") or "")
         return _result(0, "订单已关闭", stored.members["BillNO"])
+    if name == "getSEOutstock":
+        outstocks = store.outstocks_of(request.get("orderNo") or "")
+        return {"Message": f"共{len(outstocks)}张出库单", "OutStocks": {"FormSEOutStock": outstocks}, "Status": 0}
     bill_no = (request.get("billNO") or "").strip()
     found = store.orders.get(bill_no)
     return {"Message": "查询成功" if found else "未找到单据", "Order": found.members if found else None, "Status": 0}
@@ -248,10 +317,11 @@ def _reply(wrapper: etree.QName, op_name: str, result: dict[str, Any]) -> bytes:
 def _write_members(parent: etree._Element, members: dict[str, Any]) -> None:
     for name in sorted(members):  # DataContractSerializer's alphabetical member order
         value = members[name]
-        if name == "Entrys" and isinstance(value, dict):
-            array = etree.SubElement(parent, f"{{{MODELS_NS}}}Entrys")
-            for entry in value.get("FormSEOrderEntry") or []:
-                _write_members(etree.SubElement(array, f"{{{MODELS_NS}}}FormSEOrderEntry"), entry or {})
+        if isinstance(value, dict) and _is_array(value):
+            array = etree.SubElement(parent, f"{{{MODELS_NS}}}{name}")
+            [(item_name, items)] = value.items()
+            for item in items:
+                _write_members(etree.SubElement(array, f"{{{MODELS_NS}}}{item_name}"), item or {})
             continue
         el = etree.SubElement(parent, f"{{{MODELS_NS}}}{name}")
         if value is None:
@@ -266,6 +336,11 @@ def _write_members(parent: etree._Element, members: dict[str, Any]) -> None:
             el.text = value.isoformat()
         else:
             el.text = str(value)
+
+
+def _is_array(value: dict[str, Any]) -> bool:
+    """A DataContract collection as read by ``k3soap_schema``: ``{item element name: [items]}``."""
+    return len(value) == 1 and isinstance(next(iter(value.values())), list)
 
 
 def _fault(code: str, message: str) -> bytes:
