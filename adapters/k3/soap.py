@@ -2,9 +2,10 @@
 
 There is no standard K3 WISE WSDL; sites run WCF wrappers such as K6's ``ERPService``
 (``addSEorder(FormSEOrder)``, ``cancelOrder(orderNo)``, answering ``ServiceResult`` with
-``Status`` 0 = ok). The bundled ``ERPService.wsdl`` is modelled on it and adds two operations a
+``Status`` 0 = ok). The bundled ``ERPService.wsdl`` is modelled on it and adds operations a
 site's wrapper must offer for the gateway's promises: ``getSEorder(billNO)``, the look-up before
-any retry whose outcome is unknown, and ``updateSEorder(FormSEOrder)``. Site WSDLs differ, so
+any retry whose outcome is unknown, ``updateSEorder(FormSEOrder)`` for edits, and
+``getSEOutstock(orderNo)`` for reading shipments (销售出库) back. Site WSDLs differ, so
 ``target.options`` names the WSDL file, the binding and each operation. A service without a
 look-up is served too: ``lookup`` then adds the order again under the same ``BillNO`` and takes
 the wrapper's "already exists" answer as proof the first attempt landed.
@@ -42,7 +43,15 @@ from zeep import AsyncClient
 from zeep import exceptions as zeep_errors
 from zeep.proxy import AsyncServiceProxy
 
-from adapters.k3.soap_body import ReplyShapeError, build_order, check_members, member, read_result, same_order
+from adapters.k3.soap_body import (
+    ReplyShapeError,
+    build_order,
+    check_members,
+    member,
+    read_result,
+    read_shipments,
+    same_order,
+)
 from adapters.k3.soap_errors import (
     from_bad_reply,
     from_fault,
@@ -61,8 +70,14 @@ if TYPE_CHECKING:
 BUNDLED_WSDL = Path(str(resources.files("adapters.k3").joinpath("ERPService.wsdl")))
 DEFAULT_BINDING = "{http://tempuri.org/}BasicHttpBinding_IERPService"
 #: Our role → the operation of the bundled WSDL; ``target.options.operations`` overrides each,
-#: and "" says the site's service lacks it (only ``lookup`` and ``update`` may be missing).
-DEFAULT_OPERATIONS = {"add": "addSEorder", "lookup": "getSEorder", "update": "updateSEorder", "cancel": "cancelOrder"}
+#: and "" says the site's service lacks it (all but ``add`` and ``cancel`` may be missing).
+DEFAULT_OPERATIONS = {
+    "add": "addSEorder",
+    "lookup": "getSEorder",
+    "update": "updateSEorder",
+    "cancel": "cancelOrder",
+    "shipments": "getSEOutstock",
+}
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _DUPLICATE = re.compile(r"已存在|重复|already exists|duplicate", re.IGNORECASE)
 _MISSING = re.compile(r"不存在|not exist|not found", re.IGNORECASE)
@@ -76,7 +91,8 @@ class K3SoapAdapter:
         client: The shared httpx client; when None the adapter owns one and ``aclose`` closes it.
         wsdl: Path of the site's WSDL file; the bundled ``ERPService.wsdl`` by default.
         binding: The binding's QName text, ``{namespace}name``.
-        operations: Role → operation name overrides (``add``, ``lookup``, ``update``, ``cancel``).
+        operations: Role → operation name overrides (``add``, ``lookup``, ``update``, ``cancel``,
+            ``shipments``); "" for a role the site's service lacks.
         timeout: Seconds to wait for writing the request and reading the reply.
         connect_timeout: Seconds to wait for a connection (and a free pooled one).
     """
@@ -194,13 +210,37 @@ class K3SoapAdapter:
         )
 
     async def shipments(self, codes: Sequence[str], *, since: datetime) -> list[ErpShipment]:
-        """Not offered: the service (K6 and the bundled WSDL) has no shipment query."""
-        raise PermanentError(
-            "The K3 SOAP service offers no shipment read-back",
-            "K3 SOAP 服务不提供发货回读",
-            hint="Have the WMS post shipped events to POST /v1/events, or route shipment read-back through "
-            "the K3 WebAPI transport (k3_webapi) of the same account set",
-        )
+        """Sales outstock bills (``getSEOutstock``, one call per order) shipping the orders
+        ``codes``, dated at or after ``since``.
+
+        Raises:
+            PermanentError: the site's service has no shipment query (K6's has none), or it
+                refuses the query.
+            RetryableError, UnknownOutcomeError: as for any call; nothing is written by a read.
+        """
+        if not self._ops["shipments"]:
+            raise PermanentError(
+                "The K3 SOAP service offers no shipment read-back",
+                "K3 SOAP 服务不提供发货回读",
+                hint="Have the WMS post shipped events to POST /v1/events, or read shipments through the "
+                "K3 WebAPI transport (k3_webapi) of the same account set",
+            )
+        out: list[ErpShipment] = []
+        for code in codes:
+            result = await self._call("shipments", code, code, shape="outstock")
+            if result["Status"] != 0:
+                raise PermanentError(
+                    f"The K3 SOAP service refused the shipment query for {code}",
+                    f"K3 SOAP 服务拒绝查询 {code} 的出库单",
+                    partner_message=partner_text(result["Message"]),
+                    hint="Check the site's getSEOutstock operation (options.operations.shipments)",
+                    document_code=code,
+                )
+            try:
+                out.extend(read_shipments(code, result["OutStocks"], since))
+            except ReplyShapeError as exc:
+                raise unknown(code, f"the shipment query answered an unknown shape ({exc})") from exc
+        return out
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -267,7 +307,7 @@ def from_target(ctx: AdapterContext) -> K3SoapAdapter:
     """The adapter of a ``transport = "k3_soap"`` target (``adapters.erp``): ``url`` is the service
     endpoint; ``options.wsdl`` a local WSDL file (default: the bundled one), ``options.binding``
     the binding's ``{namespace}name``, ``options.operations`` the site's operation names
-    (``{add, lookup, update, cancel}``; ``lookup = ""`` when the service has none)."""
+    (``{add, lookup, update, cancel, shipments}``; "" for one the service lacks)."""
     target = ctx.target
     options = target.options
     operations = options.get("operations", {})

@@ -4,15 +4,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from adapters.u8.amounts import line_amounts
-from gateway.ports import ErpDocument
+from gateway.ports import ErpDocument, ErpShipment, ErpShipmentLine
 
 #: Entry keys that are inputs to the amounts, not members; ``irowno`` is numbered by
 #: ``gateway.document`` for U8 and has no meaning in FormSEOrderEntry.
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 _AMOUNT_INPUTS = frozenset({"sum_fen", "quoted_fen", "taxrate", "irowno"})
 
 
@@ -69,8 +71,9 @@ def member(obj: Any, name: str) -> Any:
 
 
 def read_result(reply: Any, shape: str) -> dict[str, Any]:
-    """``ServiceResult`` (``shape="result"``: Status, Message, BillNO) or the look-up's
-    ``SEOrderQueryResult`` (``shape="query"``: Status, Message, Order) as a dict.
+    """``ServiceResult`` (``shape="result"``: Status, Message, BillNO), the look-up's
+    ``SEOrderQueryResult`` (``shape="query"``: Status, Message, Order) or the shipment query's
+    ``SEOutStockQueryResult`` (``shape="outstock"``: Status, Message, OutStocks) as a dict.
 
     Raises:
         ReplyShapeError: no integer ``Status``.
@@ -82,6 +85,8 @@ def read_result(reply: Any, shape: str) -> dict[str, Any]:
     out = {"Status": status, "Message": str(message or "")}
     if shape == "query":
         out["Order"] = member(reply, "Order")
+    elif shape == "outstock":
+        out["OutStocks"] = member(member(reply, "OutStocks"), "FormSEOutStock") or []
     else:
         out["BillNO"] = member(reply, "BillNO")
     return out
@@ -117,3 +122,45 @@ def check_members(xsd_type: Any, value: Any, path: str) -> None:
         child = elements[name].type
         for one in item if isinstance(item, list) else [item]:
             check_members(child, one, f"{path}.{name}")
+
+
+def read_shipments(code: str, outstocks: Sequence[Any], since: datetime) -> list[ErpShipment]:
+    """The outstock bills of one order as ``ErpShipment``s: only their rows that ship ``code``,
+    only bills dated at or after ``since`` (K3's dates are China local time without an offset).
+
+    Raises:
+        ReplyShapeError: a bill without a number, date or rows, or a row whose quantity is not
+            a positive whole number.
+    """
+    out: list[ErpShipment] = []
+    for outstock in outstocks:
+        bill_no = str(member(outstock, "BillNO") or "").strip()
+        date = member(outstock, "Date")
+        if not bill_no or not isinstance(date, datetime):
+            raise ReplyShapeError("an outstock bill without BillNO or Date")
+        shipped_at = date if date.tzinfo else date.replace(tzinfo=CHINA)
+        if shipped_at < since:
+            continue
+        lines = []
+        for row in member(member(outstock, "EntryList"), "FormSEOutStockEntry") or []:
+            if str(member(row, "OrderNO") or "").strip().casefold() != code.casefold():
+                continue
+            qty = member(row, "Qty")
+            if not isinstance(qty, Decimal) or qty <= 0 or qty != qty.to_integral_value():
+                raise ReplyShapeError(f"outstock {bill_no}: a row quantity that is not a positive whole number")
+            item = str(member(row, "ProductNumber") or "").strip()
+            lines.append(ErpShipmentLine(item_code=item, qty=int(qty), row=member(row, "OrderEntry")))
+        if lines:
+            carrier = member(outstock, "ExpressCompany") or None
+            waybill = member(outstock, "ExpressNO") or None
+            out.append(
+                ErpShipment(
+                    document_code=code,
+                    shipment_no=bill_no,
+                    shipped_at=shipped_at,
+                    carrier=carrier,
+                    waybill_no=waybill,
+                    lines=lines,
+                )
+            )
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ async def test_a_wsdl_that_does_not_fit_the_service_gets_a_client_fault_which_is
     assert await documents(sandbox) == []
 
 
-async def test_update_cancel_and_shipments(sandbox, adapter):
+async def test_update_and_cancel(sandbox, adapter):
     await adapter.submit(make_doc())
     changed = make_doc()
     changed.entries[0]["Qty"] = 5
@@ -239,10 +240,49 @@ async def test_update_cancel_and_shipments(sandbox, adapter):
     assert (await adapter.cancel(make_doc())).document_no == "GW00000001"
     assert (await documents(sandbox))[0]["closed"] is True
     assert (await adapter.cancel(make_doc("GW00000009"))).message == "not in K3"
-    from datetime import UTC, datetime
 
-    with pytest.raises(PermanentError, match="no shipment read-back"):
-        await adapter.shipments(["GW00000001"], since=datetime(2026, 1, 1, tzinfo=UTC))
+
+async def test_shipments_are_read_back_per_outstock_bill(sandbox, adapter, served_wsdl):
+    await adapter.submit(make_doc())
+    await adapter.submit(make_doc("GW00000002"))
+    spec = {"order": "GW00000001", "lines": [{"item": "1.01.001", "qty": 2}], "date": "2026-03-02T09:30:00"}
+    first = await control(
+        sandbox, "POST", "/_sandbox/k3soap/shipments", json=spec | {"carrier": "SF", "waybill": "SF1"}
+    )
+    await control(
+        sandbox, "POST", "/_sandbox/k3soap/shipments", json={"order": "GW00000001", "date": "2026-03-03T08:00:00"}
+    )
+    since = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)  # 09:30 in China: the first bill counts
+    out = await adapter.shipments(["GW00000001", "GW00000002"], since=since)
+    assert [(s.document_code, s.shipment_no) for s in out] == [
+        ("GW00000001", first["BillNO"]),
+        ("GW00000001", "XOUT000002"),
+    ]
+    shipped = out[0]
+    assert (shipped.carrier, shipped.waybill_no) == ("SF", "SF1")
+    assert shipped.shipped_at == datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
+    assert [(line.item_code, line.qty, line.row) for line in shipped.lines] == [("1.01.001", 2, 1)]
+    assert [(line.item_code, line.qty) for line in out[1].lines] == [("1.01.001", 3), ("3.01.001", 1)]
+    assert await adapter.shipments(["GW00000001"], since=datetime(2026, 3, 4, tzinfo=UTC)) == []
+    [bill, _] = await documents(sandbox)
+    assert bill["outstocks"] == [first["BillNO"], "XOUT000002"]
+    k3 = adapter_for(sandbox, served_wsdl, operations={"shipments": ""})
+    try:
+        with pytest.raises(PermanentError, match="no shipment read-back"):
+            await k3.shipments(["GW00000001"], since=since)
+    finally:
+        await k3.aclose()
+
+
+async def test_recording_a_shipment_checks_the_order_and_its_items(sandbox, adapter):
+    async with httpx.AsyncClient(base_url=sandbox.url, timeout=10) as client:
+        missing = await client.post("/_sandbox/k3soap/shipments", json={"order": "GW00000404"})
+        assert missing.status_code == 400 and "不存在" in missing.json()["error"]
+        await adapter.submit(make_doc())
+        other = await client.post(
+            "/_sandbox/k3soap/shipments", json={"order": "GW00000001", "lines": [{"item": "2.01.001", "qty": 1}]}
+        )
+        assert other.status_code == 400 and "不在订单" in other.json()["error"]
 
 
 async def test_a_document_zeep_cannot_render_is_permanent_and_never_sent(sandbox, adapter):
