@@ -10,10 +10,7 @@ from hypothesis import strategies as st
 
 from adapters.u8.amounts import line_amounts
 
-TAGS = set(
-    "taxunitprice unitprice money tax sum natunitprice natmoney nattax natsum "
-    "quotedprice discountrate".split()
-)
+TAGS = set("taxunitprice unitprice money tax sum natunitprice natmoney nattax natsum quotedprice discountrate".split())
 
 
 def test_gives_exactly_the_section_1_3_amount_tags():
@@ -103,3 +100,91 @@ def test_consistent_to_the_fen(sum_fen, quantity, rate):
     assert abs(Decimal(a["taxunitprice"]) * Decimal(quantity) - total) <= Decimal("0.01")
     assert abs(Decimal(a["unitprice"]) * Decimal(quantity) - money) <= Decimal("0.01")
     assert all(-Decimal(a[t]).as_tuple().exponent <= 10 for t in ("taxunitprice", "unitprice"))
+
+
+# --------------------------------------------------------------------------- awkward cases (§1.3 relations)
+
+CENT = Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    ("sum_fen", "qty", "rate", "money", "tax"),
+    [
+        (1, 1, 13, "0.01", "0.00"),  # 0.01 / 1.13 = 0.00885 → 0.01: all of a fen is money
+        (3, 3, 9, "0.03", "0.00"),  # 0.0275 → 0.03
+        (7, 3, 6, "0.07", "0.00"),  # 0.0660 → 0.07
+        (113, 1, 13, "1.00", "0.13"),
+        (10001, 3, 13, "88.50", "11.51"),  # 100.01 / 1.13 = 88.5044
+        (10001, 3, 9, "91.75", "8.26"),  # 100.01 / 1.09 = 91.7523
+        (10001, 3, 6, "94.35", "5.66"),  # 100.01 / 1.06 = 94.3490
+        (10001, 3, 0, "100.01", "0.00"),
+        (99999, 3, 13, "884.95", "115.04"),  # 999.99 / 1.13 = 884.9469 → 884.95
+    ],
+)
+def test_odd_fen_at_every_rate(sum_fen, qty, rate, money, tax):
+    a = line_amounts(sum_fen, qty, rate, quoted_fen=None)
+    assert (a["money"], a["tax"]) == (money, tax)
+    assert Decimal(a["money"]) + Decimal(a["tax"]) == Decimal(a["sum"]) == Decimal(sum_fen) / 100
+    # price × qty rounds back to the line amounts exactly (ten-place unit prices)
+    assert (Decimal(a["taxunitprice"]) * qty).quantize(CENT) == Decimal(a["sum"])
+    assert (Decimal(a["unitprice"]) * qty).quantize(CENT) == Decimal(a["money"])
+
+
+@given(
+    sum_fen=st.integers(min_value=0, max_value=10**9).map(lambda n: 2 * n + 1),  # odd fen
+    quantity=st.sampled_from([1, 2, 3, 7, 9, 11, 999]),
+    rate=st.sampled_from([13, 9, 6, 0]),
+    quoted_extra=st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+)
+def test_every_relation_holds_to_the_fen(sum_fen, quantity, rate, quoted_extra):
+    unit_fen = -(-sum_fen // quantity)  # a list price at or above the selling price
+    quoted = None if quoted_extra is None else unit_fen + quoted_extra
+    a = line_amounts(sum_fen, quantity, rate, quoted_fen=quoted)
+    total, money, tax = Decimal(a["sum"]), Decimal(a["money"]), Decimal(a["tax"])
+    assert total == Decimal(sum_fen) / 100
+    assert tax == total - money and tax >= 0 and money >= 0
+    assert money == (total / (1 + Decimal(rate) / 100)).quantize(CENT, rounding="ROUND_HALF_UP")
+    assert all(-Decimal(a[t]).as_tuple().exponent <= 2 for t in ("sum", "money", "tax", "natsum", "natmoney", "nattax"))
+    assert (Decimal(a["taxunitprice"]) * quantity).quantize(CENT) == total
+    assert (Decimal(a["unitprice"]) * quantity).quantize(CENT) == money
+    assert (a["natsum"], a["natmoney"], a["nattax"]) == (a["sum"], a["money"], a["tax"])
+    discount = Decimal(a["discountrate"])
+    assert Decimal(0) <= discount <= 100
+    if quoted:
+        expected = Decimal(a["taxunitprice"]) / (Decimal(quoted) / 100) * 100
+        assert abs(discount - expected) <= Decimal("0.000001")
+
+
+@pytest.mark.parametrize("rate", [13, 9, 6, 0])
+@pytest.mark.parametrize("quantity", [1, 3])
+def test_gift_lines_at_zero(rate, quantity):
+    a = line_amounts(0, quantity, rate, quoted_fen=2990)
+    assert {a[t] for t in ("sum", "money", "tax", "natsum", "natmoney", "nattax")} == {"0.00"}
+    assert a["taxunitprice"] == a["unitprice"] == "0"
+    assert (a["quotedprice"], a["discountrate"]) == ("29.9", "0")
+
+
+@given(
+    lines=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=10**7), st.integers(min_value=1, max_value=50)),
+        min_size=1,
+        max_size=8,
+    ),
+    rate=st.sampled_from([13, 9, 6, 0]),
+)
+def test_a_document_adds_up_to_what_was_paid(lines, rate):
+    """The rendered document: every entry consistent, and the entries together carry exactly the
+    paid fen (U8 sums the lines; there is no header total to disagree with)."""
+    from lxml import etree
+
+    from adapters.u8.eai_xml import build_request
+    from tests.unit.test_u8_eai_xml import make_doc
+
+    entries = [{"inventorycode": "030101", "quantity": q, "sum_fen": s, "taxrate": rate} for s, q in lines]
+    root = etree.fromstring(build_request(make_doc(entries=entries), sender="101"))
+    rendered = root.findall("saleorder/body/entry")
+    assert sum(Decimal(e.findtext("sum")) for e in rendered) == Decimal(sum(s for s, _ in lines)) / 100
+    for e in rendered:
+        assert Decimal(e.findtext("money")) + Decimal(e.findtext("tax")) == Decimal(e.findtext("sum"))
+        assert e.findtext("taxrate") == str(rate)
+    assert root.find("saleorder/header/sum") is None and root.find("saleorder/header/money") is None
