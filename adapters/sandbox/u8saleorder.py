@@ -42,6 +42,14 @@ NUMERIC_ENTRY = frozenset(
 DOCUMENT_LINE_FIELDS = ("inventorycode", "quantity", "taxunitprice", "unitprice", "money", "tax")
 DOCUMENT_LINE_FIELDS += ("sum", "taxrate")
 MAX_CODE_LENGTH = 30
+# Column widths in characters of the U8 database (D1: SO_SOMain / SO_SODetails are nvarchar there;
+# the EAI template's older varchar widths are narrower, and the gateway keeps to those).
+HEADER_WIDTHS = {"typecode": 2, "custcode": 20, "deptcode": 12, "personcode": 20, "currency": 8, "maker": 20}
+HEADER_WIDTHS |= {"businesstype": 8, "memo": 255, "cusname": 120, "define1": 20, "define2": 20, "define3": 20}
+HEADER_WIDTHS |= {"define8": 4, "define9": 8, "define10": 60} | {f"define{i}": 120 for i in range(11, 15)}
+ENTRY_WIDTHS = {"inventorycode": 60}
+#: SQL Server's refusal of a value wider than its column (error 8152), as EAI passes it on (inferred).
+TRUNCATED = "将截断字符串或二进制数据。"
 _CENT = Decimal("0.01")
 DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
@@ -184,6 +192,9 @@ class U8Store:
                 raise SaleOrderRejected(f"表头字段[{tag}]不能为空")
         if len(header.get("code", "")) > MAX_CODE_LENGTH:
             raise SaleOrderRejected(f"单据号超长：[{header['code']}]超过{MAX_CODE_LENGTH}位")
+        _check_widths(header, HEADER_WIDTHS)
+        for line in lines:
+            _check_widths(line, ENTRY_WIDTHS)
         if not any(is_date(header["date"], fmt) for fmt in DATE_FORMATS):
             raise SaleOrderRejected(f"单据日期[{header['date']}]不是有效的日期")
         for tag in NUMERIC_HEADER & header.keys():
@@ -242,6 +253,12 @@ class U8Store:
             code = f"{self._last_auto:010d}"
             if code.casefold() not in self.orders:
                 return code
+
+
+def _check_widths(values: Mapping[str, str], widths: Mapping[str, int]) -> None:
+    for tag, width in widths.items():
+        if len(values.get(tag, "")) > width:
+            raise SaleOrderRejected(TRUNCATED)
 
 
 def is_date(text: str, fmt: str) -> bool:
