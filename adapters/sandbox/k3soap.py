@@ -67,6 +67,7 @@ class K3SoapStore:
     employees: dict[str, str]
     units: dict[str, str]
     items: dict[str, str]
+    # by casefolded BillNO: SQL Server's default collation compares without case (inferred)
     orders: dict[str, SEOrder] = field(default_factory=dict)
     outstocks: list[dict[str, Any]] = field(default_factory=list)  # FormSEOutStock members
 
@@ -82,15 +83,15 @@ class K3SoapStore:
 
     def add(self, order: dict[str, Any]) -> SEOrder:
         bill_no = self._check(order)
-        if bill_no.casefold() in {k.casefold() for k in self.orders}:
+        if bill_no.casefold() in self.orders:
             raise Refused(f"单据编号[{bill_no}]已存在，不能重复保存！")
         stored = SEOrder(order, len(self.orders) + 1, datetime.now(UTC).isoformat(timespec="seconds"))
-        self.orders[bill_no] = stored
+        self.orders[bill_no.casefold()] = stored
         return stored
 
     def update(self, order: dict[str, Any]) -> SEOrder:
         bill_no = self._check(order)
-        stored = self.orders.get(bill_no)
+        stored = self.orders.get(bill_no.casefold())
         if stored is None:
             raise Refused(f"单据编号[{bill_no}]不存在，不能修改！")
         if stored.closed:
@@ -99,7 +100,7 @@ class K3SoapStore:
         return stored
 
     def cancel(self, bill_no: str) -> SEOrder:
-        stored = self.orders.get(bill_no.strip())
+        stored = self.orders.get(bill_no.strip().casefold())
         if stored is None:
             raise Refused(f"订单[{bill_no}]不存在！")
         stored.closed = True
@@ -108,7 +109,7 @@ class K3SoapStore:
     def record_shipment(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A sales outstock against an order: ``{"order": BillNO, "lines"?: [{"item", "qty"}],
         "date"?, "carrier"?, "waybill"?}``; every row of the order when no lines are given."""
-        order = self.orders.get(str(spec.get("order", "")).strip())
+        order = self.orders.get(str(spec.get("order", "")).strip().casefold())
         if order is None:
             raise Refused(f"订单[{spec.get('order')}]不存在！")
         rows = {e["Number"]: (row, e) for row, e in enumerate(order.members["Entrys"]["FormSEOrderEntry"], 1)}
@@ -293,7 +294,7 @@ def _dispatch(store: K3SoapStore, name: str, request: dict[str, Any]) -> dict[st
         outstocks = store.outstocks_of(request.get("orderNo") or "")
         return {"Message": f"共{len(outstocks)}张出库单", "OutStocks": {"FormSEOutStock": outstocks}, "Status": 0}
     bill_no = (request.get("billNO") or "").strip()
-    found = store.orders.get(bill_no)
+    found = store.orders.get(bill_no.casefold())
     return {"Message": "查询成功" if found else "未找到单据", "Order": found.members if found else None, "Status": 0}
 
 
