@@ -167,3 +167,63 @@ def check_amounts(entry: dict[str, str]) -> None:
     assert abs(Decimal(entry["unitprice"]) * qty - money) <= CENT
     assert (entry["natmoney"], entry["nattax"], entry["natsum"]) == (entry["money"], entry["tax"], entry["sum"])
     assert entry["natunitprice"] == entry["unitprice"]
+
+
+# --------------------------------------------------------------------------- the adapter's own width table
+
+
+def test_the_adapter_table_agrees_with_the_section_1_3_table():
+    from adapters.u8.fields import ENTRY_FIELDS, HEADER_FIELDS, REQUIRED_ENTRY, REQUIRED_HEADER
+
+    for tag, (column, width) in HEADER_FIELDS.items():
+        assert HEADER[tag][:2] == (column, width)
+    assert ENTRY_FIELDS["inventorycode"] == ENTRY["inventorycode"][:2]
+    assert set(REQUIRED_HEADER) == {t for t, (_, _, req) in HEADER.items() if req}
+    assert set(REQUIRED_ENTRY) == {t for t, (_, _, req) in ENTRY.items() if req}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "length"),
+    [
+        (lambda d: d.header.update(custcode="0" * 21), "header.custcode", 21),
+        (lambda d: d.header.update(define1="淘宝店铺活动满减优惠券"), "header.define1", 22),  # 11 characters, 22 bytes
+        (lambda d: d.header.update(businesstype="普通销售A"), "header.businesstype", 9),
+        (lambda d: d.entries[1].update(inventorycode="X" * 21), "entry 2.inventorycode", 21),
+    ],
+)
+def test_a_value_wider_than_its_column_names_the_field_not_the_value(change, field, length):
+    from adapters.u8.fields import FieldWidthError
+    from tests.unit.test_u8_eai_xml import make_doc
+
+    doc = make_doc()
+    change(doc)
+    with pytest.raises(FieldWidthError) as info:
+        build_request(doc, sender="101")
+    assert (info.value.field, info.value.length) == (field, length)
+    assert "淘宝" not in str(info.value)
+
+
+def test_values_at_the_width_pass():
+    from tests.unit.test_u8_eai_xml import make_doc
+
+    doc = make_doc()
+    doc.header.update(custcode="0" * 20, define1="淘宝" * 5, businesstype="普通销售")
+    assert b"<define1>" in build_request(doc, sender="101")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"money": "1.00", "tax": "0.13", "sum": "1.14"}, "money \\+ tax"),
+        ({"taxunitprice": "1.13", "money": "2.00", "tax": "0.26", "sum": "2.26", "quantity": 3}, "taxunitprice"),
+        ({"quantity": 0}, "quantity must be greater than 0"),
+        ({"quantity": "-1"}, "quantity must be greater than 0"),
+        ({"quantity": "NaN"}, "not a number"),
+    ],
+)
+def test_explicit_amounts_that_disagree_are_refused(entry, message):
+    from tests.unit.test_u8_eai_xml import make_doc
+
+    line = {"inventorycode": "030101", "quantity": 2, "taxrate": 13, **entry}
+    with pytest.raises(ValueError, match=message):
+        build_request(make_doc(entries=[line]), sender="101")
