@@ -1,4 +1,6 @@
-"""Yonyou U8 EAI adapter: sale orders over ``POST /U8EAI/import.asp`` (erp-protocols.md §1, §5).
+"""Yonyou U8 EAI adapter: sale orders over ``POST /U8EAI/import.asp`` (erp-protocols.md §1, §4, §5):
+``proc="add"`` to submit, ``edit`` to update, ``delete`` to cancel, ``query`` to look an order up
+and to read the 发货单 (``roottag="consignment"``) recorded against our orders.
 
 Errors are sorted by what the caller does next (``gateway.errors``): nothing was sent →
 ``RetryableError``; the request may have been written → ``UnknownOutcomeError`` (look it up

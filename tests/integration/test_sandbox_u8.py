@@ -189,68 +189,6 @@ def test_edit_replaces_and_delete_removes(client, sandbox):
     assert sandbox.documents("u8") == []
 
 
-def consignment(order: str = "GW0007", *, row: str = "1", quantity: str = "1", code: str = "") -> str:
-    """A 发货单 as a WMS writes it (template tags, T)."""
-    return (
-        f"<consignment><header><code>{code}</code><vouchertype>05</vouchertype><saletype>02</saletype>"
-        f"<date>2024-05-02</date><deptcode>0301</deptcode><custcode>010001</custcode><maker>WMS</maker>"
-        f"<cebexpresscode>SF0001</cebexpresscode></header><body><entry><warehouse_code>01</warehouse_code>"
-        f"<inventory_code>030101</inventory_code><quantity>{quantity}</quantity><cordercode>{order}</cordercode>"
-        f"<iorderrowno>{row}</iorderrowno></entry></body></consignment>"
-    )
-
-
-def test_edit_and_delete_are_refused_once_a_consignment_refers_to_the_order(client, sandbox):
-    client.post(IMPORT, content=envelope(saleorder("GW0007")))
-    [shipped] = items(client.post(IMPORT, content=envelope(consignment(), roottag="consignment")))
-    assert (shipped["succeed"], shipped["key"]) == ("0", "0000000001")
-    edited = envelope(saleorder("GW0007", quantity="1", amounts=""), proc="edit")
-    [item] = items(client.post(IMPORT, content=edited))
-    assert item["succeed"] == "101" and item["dsc"] == "销售订单[GW0007]已被发货单[0000000001]参照，不能修改！"
-    [item] = items(client.post(IMPORT, content=envelope('<saleorder code="GW0007"/>', proc="delete")))
-    assert item["succeed"] == "101" and "不能删除" in item["dsc"]
-    assert sandbox.documents("u8")[0]["lines"][0]["quantity"] == 2
-    # the 发货单 itself cannot be edited (inferred), only deleted; then the order is free again
-    [item] = items(
-        client.post(IMPORT, content=envelope(consignment(code="0000000001"), roottag="consignment", proc="edit"))
-    )
-    assert item["succeed"] != "0"
-    gone = "<consignment><header><code>0000000001</code></header></consignment>"
-    assert items(client.post(IMPORT, content=envelope(gone, roottag="consignment", proc="delete")))[0]["succeed"] == "0"
-    [item] = items(client.post(IMPORT, content=envelope('<saleorder code="GW0007"/>', proc="delete")))
-    assert item["succeed"] == "0" and sandbox.documents("u8") == []
-
-
-def test_consignment_query_by_code_or_order_in_template_shape(client):
-    client.post(IMPORT, content=envelope(saleorder("GW0008")))
-    client.post(IMPORT, content=envelope(consignment("GW0008"), roottag="consignment"))
-    by_code = envelope('<consignment code="0000000001"/>', roottag="consignment", proc="query")
-    field = '<consignment><field name="cordercode" operation="=" value="gw0008" logic=""/></consignment>'
-    by_order = envelope(field, roottag="consignment", proc="query")
-    for body in (by_code, by_order):
-        root = etree.fromstring(client.post(IMPORT, content=body).content)
-        assert (root.get("roottag"), root.get("proc")) == ("consignment", "query")
-        [found] = root.findall("consignment")
-        assert found.findtext("header/code") == "0000000001"
-        assert found.findtext("header/cebexpresscode") == "SF0001"
-        entry = found.find("body/entry")
-        assert (entry.findtext("cordercode"), entry.findtext("iorderrowno"), entry.findtext("quantity")) == (
-            "GW0008",
-            "1",
-            "1",
-        )
-    none = '<consignment><field name="cordercode" operation="=" value="GW9999"/></consignment>'
-    assert (
-        etree.fromstring(
-            client.post(IMPORT, content=envelope(none, roottag="consignment", proc="query")).content
-        ).findall("consignment")
-        == []
-    )
-    refused = '<consignment><field name="dDate" operation="&gt;=" value="2024-01-01"/></consignment>'
-    [item] = items(client.post(IMPORT, content=envelope(refused, roottag="consignment", proc="query")))
-    assert item["succeed"] == "101" and "不支持的查询条件" in item["dsc"]
-
-
 def test_a_value_wider_than_its_database_column_is_refused(client, sandbox):
     [item] = items(client.post(IMPORT, content=envelope(saleorder(header_extra="<define1>" + "x" * 21 + "</define1>"))))
     assert item["succeed"] == "101" and item["dsc"] == "将截断字符串或二进制数据。"
