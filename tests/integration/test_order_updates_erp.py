@@ -1,7 +1,8 @@
 """Newer versions of a Taobao order already in U8, end to end: the real gateway on SQLite, real HTTP
 to it and from it to the U8 EAI sandbox. An edit changes the same document (proc="edit", one
 document, same code), a cancelled version deletes it (proc="delete") and cancels the order, a
-refused edit becomes a dead letter with U8's words that a replay sends again. And on real SQLite
+refused edit becomes a dead letter with U8's words that a replay sends again, an order U8 shipped (a 发货单
+refers to it) is neither edited nor cancelled. And on real SQLite
 and PostgreSQL (its grouped unit of work): a version stored while the first delivery is on its way
 to U8 is queued as an edit behind it, and the edits of one order queue in the order they came."""
 
@@ -11,7 +12,9 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
+from lxml import etree
 from sqlalchemy import text
 
 from adapters.db.engine import create_engine
@@ -22,6 +25,7 @@ from gateway.config import load_config
 from gateway.delivery import DeliveryDeps, deliver
 from gateway.intake import accept_order
 from gateway.runtime import load_runtime
+from tests.integration.test_u8_consignments import consignment, line
 from tests.support.gateway import SAMPLES, RunningGateway
 from tests.support.servers import RunningSandbox
 
@@ -62,7 +66,7 @@ def _procs(sandbox: RunningSandbox, code: str) -> list[str]:
     out = []
     for call in sandbox.calls("u8"):
         req = call["request"]
-        if code in req:
+        if code in req and 'roottag="saleorder"' in req:  # sale-order writes, not the 发货单
             out += [p for p in ("add", "edit", "delete") if f'proc="{p}"' in req]
     return out
 
@@ -134,6 +138,56 @@ def test_an_edit_u8_refuses_is_a_dead_letter_and_the_replay_sends_it(
     gateway.wait_state(gid, "delivered")
     (edited,) = sandbox.documents("u8")
     assert edited["code"] == code and [ln["quantity"] for ln in edited["lines"]] == [2]
+
+
+def _ship_in_u8(sandbox: RunningSandbox, code: str, item: str) -> str:
+    """A WMS books a 发货单 in U8 against the sale order ``code``; its key."""
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><ufinterface sender="101" receiver="u8" roottag="consignment" '
+        'docid="" proc="add" codeexchanged="N">'
+        + consignment(line(code, 1, item, "1"), date="2024-06-19")
+        + "</ufinterface>"
+    ).encode()
+    with httpx.Client(base_url=sandbox.url, timeout=10) as client:
+        reply = client.post("/U8EAI/import.asp", content=body)
+    (answer,) = etree.fromstring(reply.content).findall("item")
+    assert answer.get("succeed") == "0", answer.get("dsc")
+    return answer.get("key", "")
+
+
+@needs_u8_edits
+def test_an_order_shipped_in_u8_is_neither_edited_nor_cancelled(
+    gateway: RunningGateway, sandbox: RunningSandbox
+) -> None:
+    """The platform does not know yet; U8 does (a 发货单 refers to the order): U8 refuses the edit
+    and the delete, each becomes a dead letter with U8's words and what to do, and the order stays
+    delivered with its document as it was."""
+    gid, code = _delivered(gateway)
+    (doc,) = sandbox.documents("u8")
+    _ship_in_u8(sandbox, code, doc["lines"][0]["inventorycode"])
+
+    _post(gateway, version(30, qty=2))
+    with gateway.client("it") as c:
+        (edit,) = gateway.wait_for(lambda: c.get("/v1/dead-letters").json()["items"], what="the refused edit")
+    assert "发货单" in edit["partner_message"] and "by hand" in edit["hint"]
+    assert gateway.order(gid)["state"] == "delivered"
+
+    _post(gateway, version(45, qty=2, status="TRADE_CLOSED_BY_TAOBAO"))
+    with gateway.client("it") as c:
+
+        def two_letters() -> list[dict[str, Any]] | None:
+            items = c.get("/v1/dead-letters").json()["items"]
+            return items if len(items) == 2 else None
+
+        letters = gateway.wait_for(two_letters, what="the refused cancellation")
+    (cancel,) = [x for x in letters if x["id"] != edit["id"]]
+    assert "发货单" in cancel["partner_message"] and "by hand" in cancel["hint"]
+    order = gateway.order(gid)
+    assert order["state"] == "delivered" and order["erp"]["document_no"] == code
+    assert [t["detail"]["kind"] for t in order["timeline"] if t["kind"] == "erp.dead_letter"] == ["update", "cancel"]
+    (still,) = sandbox.documents("u8")
+    assert still["code"] == code and [ln["quantity"] for ln in still["lines"]] == [1]
+    assert _procs(sandbox, code) == ["add", "edit", "delete"]
 
 
 @needs_u8_edits
