@@ -1,10 +1,10 @@
 """Newer versions of a Taobao order already in U8, end to end: the real gateway on SQLite, real HTTP
 to it and from it to the U8 EAI sandbox. An edit changes the same document (proc="edit", one
 document, same code), a cancelled version deletes it (proc="delete") and cancels the order, a
-refused edit becomes a dead letter with U8's words that a replay sends again, an order U8 shipped (a 发货单
-refers to it) is neither edited nor cancelled. And on real SQLite
-and PostgreSQL (its grouped unit of work): a version stored while the first delivery is on its way
-to U8 is queued as an edit behind it, and the edits of one order queue in the order they came."""
+refused edit becomes a dead letter with U8's words that a replay sends again, and an order U8 has
+shipped (a 发货单 refers to it) is neither edited nor cancelled. And on real SQLite and PostgreSQL
+(its grouped unit of work): a version stored while the first delivery is on its way to U8 is
+queued as an edit behind it, and the edits of one order queue in the order they came."""
 
 from __future__ import annotations
 
