@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from gateway.circuit import CallOutcome, CircuitBoard, Pass
 from gateway.clock import Clock
 from gateway.document import build_document
-from gateway.erp_edits import EDIT_KINDS, cannot_edit, edit_interrupted_error, send_edit, skip_edit
+from gateway.erp_edits import EDIT_KINDS, cannot_edit, edit_interrupted_error, send_edit, skip_edit, unknown_kind
 from gateway.errors import (
     ConfigError,
     MappingError,
@@ -80,22 +80,14 @@ def _outcome_unknown(lease: OutboxLease) -> bool:
 async def deliver(lease: OutboxLease, deps: DeliveryDeps) -> str:
     """Deliver, edit or cancel (``lease.kind``) the order's ERP document; return the outcome
     (``delivered``, ``updated``, ``cancelled``, ``retry``, ``unknown_outcome``, ``dead``,
-    ``deferred``, ``skipped``, ``lease_lost``). Before the ERP call the target's line must be running (not stopped), its
-    circuit must allow it and a concurrency permit must be free; when not, the row is deferred
-    without counting an attempt."""
+    ``deferred``, ``skipped``, ``lease_lost``). Before the ERP call the target's line must be
+    running (not stopped), its circuit must allow it and a concurrency permit must be free; when
+    not, the row is deferred without counting an attempt."""
     async with deps.uow_factory(write=False) as uow:
         order = await uow.orders.get(lease.order_id)
     edit = lease.kind in EDIT_KINDS
     if lease.kind != "deliver" and not edit:
-        return await dead_letter(
-            lease,
-            deps,
-            ConfigError(
-                f"outbox row {lease.id} has an unknown kind {lease.kind!r}",
-                f"发件箱记录 {lease.id} 的类型 {lease.kind!r} 未知",
-                hint="A newer gateway version queued it: run that version's workers, then replay the dead letter",
-            ),
-        )
+        return await dead_letter(lease, deps, unknown_kind(lease))
     if skip_edit(order) if edit else (order is None or order.state in ("delivered", "held", "cancelled")):
         # Nothing to send (already delivered by an earlier lease, or held since; an edit of an
         # order cancelled since): close the row.

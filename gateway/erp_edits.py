@@ -199,6 +199,15 @@ def edit_interrupted_error(lease: OutboxLease, interrupted: int) -> PartnerError
     )
 
 
+def unknown_kind(lease: OutboxLease) -> ConfigError:
+    """A row of a kind this gateway does not know (queued by a newer version): not sent anywhere."""
+    return ConfigError(
+        f"outbox row {lease.id} has an unknown kind {lease.kind!r}",
+        f"发件箱记录 {lease.id} 的类型 {lease.kind!r} 未知",
+        hint="A newer gateway version queued it: run that version's workers, then replay the dead letter",
+    )
+
+
 def cannot_edit(lease: OutboxLease) -> ConfigError:
     """The target's transport has no ``update`` / ``cancel``: nothing is sent, a person acts."""
     what_zh = "修改" if lease.kind == "update" else "取消"
