@@ -35,6 +35,16 @@ class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     unknown_outcome_delay_s: float = 3.0  # before the look-up that follows an unknown outcome
 
 
+class ReadbackConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``[targets.X.readback]``: read the target's shipments back from the ERP (``gateway.readback``)
+    for sites whose WMS does not report them to the gateway. Off unless enabled."""
+
+    enabled: bool = False
+    interval_s: Annotated[float, msgspec.Meta(ge=1)] = 300.0  # between two polls of the target
+    lookback_days: Annotated[int, msgspec.Meta(ge=1)] = 14  # orders delivered longer ago are not asked about
+    batch: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50  # document codes per call to the ERP
+
+
 class TargetConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One ERP account set reached through one transport."""
 
@@ -59,6 +69,7 @@ class TargetConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)  # [targets.X.limits]
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)  # [targets.X.circuit]
     stop_line: StopLineConfig = msgspec.field(default_factory=StopLineConfig)  # [targets.X.stop_line]
+    readback: ReadbackConfig = msgspec.field(default_factory=ReadbackConfig)  # [targets.X.readback]
 
 
 class ShopConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -618,6 +618,40 @@ class ErpHandleRepository(Protocol):
         writers racing for the same key, both get the value of the one that committed first."""
 
 
+class ErpShipmentRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A shipment read back from an ERP and recorded once (``gateway.readback``): the source of one
+    status event, whose id ``event_id`` is deterministic (``erp:{target}:{shipment_no}``) so a later
+    events subsystem can deliver it at least once and its consumers drop repeats."""
+
+    target: str
+    shipment_no: str  # the ERP's own number; with the target, the key of "once"
+    order_id: str
+    document_code: str
+    shipped_at: datetime | None = None
+    carrier: str | None = None
+    waybill_no: str | None = None
+    lines: list[dict[str, Any]] = msgspec.field(default_factory=list)  # [{item_code, qty, row}]
+    completes_order: bool = False  # with the earlier shipments, every ordered unit has shipped
+    event_id: str
+    recorded_at: datetime
+
+
+class ErpShipmentRepository(Protocol):
+    """Shipments read back from the ERPs, one per (target, shipment number)."""
+
+    async def add_if_new(self, record: ErpShipmentRecord) -> bool:
+        """Insert ``record`` unless (target, shipment_no) is recorded already; True when this call
+        inserted it. Of two writers racing for the same key exactly one gets True (PostgreSQL's
+        insert waits for the first one's transaction, then does nothing)."""
+
+    async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
+        """The order's recorded shipments, oldest first."""
+
+    async def awaiting(self, target: str, *, changed_since: datetime, after_seq: int, limit: int) -> list[OrderRecord]:
+        """Delivered orders of ``target`` changed (delivered, edited) at or after ``changed_since``
+        with no recorded shipment that completes them, by ``seq`` after ``after_seq``."""
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without ``commit()`` rolls back."""
 
@@ -636,6 +670,7 @@ class UnitOfWork(Protocol):
     stock: StockRepository
     fingerprints: FingerprintRepository
     erp_handles: ErpHandleRepository
+    erp_shipments: ErpShipmentRepository
 
     async def __aenter__(self) -> Self: ...
 

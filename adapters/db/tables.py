@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -105,6 +106,8 @@ orders = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_orders_platform_order", "platform", "platform_order_id"),
+    # The shipment read-back's selection: delivered orders of one target, changed since a cutoff.
+    Index("ix_orders_erp_target_state_updated_at", "erp_target", "state", "updated_at"),
 )
 
 order_bindings = Table(
@@ -450,4 +453,25 @@ erp_handles = Table(
     Column("name", String(40), primary_key=True),  # e.g. "tradeid"
     Column("value", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Shipments read back from the ERP (``gateway/readback.py``, ``adapters/db/erp_shipments.py``): one row
+# per (target, the ERP's own shipment number), written once in the same transaction as the order's
+# ``erp.shipped`` timeline entry and audit entry; ``event_id`` is the status event's deterministic id.
+erp_shipments = Table(
+    "erp_shipments",
+    metadata,
+    Column("target", String(80), primary_key=True),
+    Column("shipment_no", String(120), primary_key=True),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False),
+    Column("document_code", String(60), nullable=False),
+    Column("shipped_at", UTCDateTime()),
+    Column("carrier", String(120)),
+    Column("waybill_no", String(120)),
+    Column("lines", _json(), nullable=False),  # [{item_code, qty, row}]
+    Column("completes_order", Boolean(), nullable=False),  # with the earlier ones, every ordered unit shipped
+    Column("event_id", String(240), nullable=False, unique=True),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index("ix_erp_shipments_order_id", "order_id"),
+    Index("ix_erp_shipments_recorded_at", "recorded_at"),
 )

@@ -20,6 +20,7 @@ from adapters.db.controls import SqlTargetControls
 from adapters.db.dictionaries import SqlDictionaryVersions
 from adapters.db.engine import Database, Executor
 from adapters.db.erp_handles import SqlErpHandleRepository
+from adapters.db.erp_shipments import SqlErpShipmentRepository
 from adapters.db.intercepts import SqlInterceptRepository
 from adapters.db.outbox import SqlOutbox
 from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
@@ -83,6 +84,7 @@ class SqlUnitOfWork:
     stock: SqlStockRepository
     fingerprints: SqlFingerprintRepository
     erp_handles: SqlErpHandleRepository
+    erp_shipments: SqlErpShipmentRepository
 
     def __init__(self, db: Database, *, write: bool = True) -> None:
         self._db = db
@@ -130,6 +132,7 @@ class SqlUnitOfWork:
         self.stock = SqliteStockRepository(writer) if writer is not None else SqlStockRepository(conn)
         self.fingerprints = SqlFingerprintRepository(conn)
         self.erp_handles = SqlErpHandleRepository(conn)
+        self.erp_shipments = SqlErpShipmentRepository(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

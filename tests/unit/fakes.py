@@ -24,6 +24,7 @@ from gateway.ports import (
     Binding,
     DeadLetter,
     DueRow,
+    ErpShipmentRecord,
     FingerprintMatch,
     InterceptOverride,
     InterceptRecord,
@@ -93,6 +94,7 @@ class FakeState:
     reservations: dict[tuple[str, str, str], tuple[int, datetime]] = field(default_factory=dict)  # → (qty, at)
     fingerprints: dict[tuple[str, str], FingerprintMatch] = field(default_factory=dict)  # (fingerprint, order id)
     erp_handles: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (target, code, name) → value
+    erp_shipments: dict[tuple[str, str], ErpShipmentRecord] = field(default_factory=dict)  # (target, no) →
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -743,6 +745,36 @@ class FakeErpHandleRepository:
         return self._s.erp_handles.setdefault((target, code, name), value)
 
 
+class FakeErpShipmentRepository:
+    def __init__(self, state: FakeState) -> None:
+        self._s = state
+
+    async def add_if_new(self, record: ErpShipmentRecord) -> bool:
+        key = (record.target, record.shipment_no)
+        if key in self._s.erp_shipments:
+            return False
+        self._s.erp_shipments[key] = record
+        return True
+
+    async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
+        found = [r for r in self._s.erp_shipments.values() if r.order_id == order_id]
+        return sorted(found, key=lambda r: (r.recorded_at, r.shipment_no))
+
+    async def awaiting(self, target: str, *, changed_since: datetime, after_seq: int, limit: int) -> list[OrderRecord]:
+        complete = {r.order_id for r in self._s.erp_shipments.values() if r.completes_order}
+        found = [
+            o
+            for o in self._s.orders.values()
+            if o.erp_target == target
+            and o.state == "delivered"
+            and o.updated_at is not None
+            and o.updated_at >= changed_since
+            and (o.seq or 0) > after_seq
+            and o.id not in complete
+        ]
+        return copy.deepcopy(sorted(found, key=lambda o: o.seq or 0)[:limit])
+
+
 class FakeUnitOfWork:
     def __init__(self, factory: FakeUnitOfWorkFactory, *, write: bool) -> None:
         self._factory = factory
@@ -764,6 +796,7 @@ class FakeUnitOfWork:
         self.stock = FakeStockRepository(state)
         self.fingerprints = FakeFingerprintRepository(state)
         self.erp_handles = FakeErpHandleRepository(state)
+        self.erp_shipments = FakeErpShipmentRepository(state)
 
     async def __aenter__(self) -> Self:
         if self._lock is not None:
