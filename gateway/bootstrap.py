@@ -26,6 +26,7 @@ from adapters.erp import AdapterContext, make_adapter
 from adapters.redis.circuit import RedisCircuits
 from adapters.redis.connection import arq_settings, redis_client
 from adapters.redis.limits import RedisConcurrencyLimiter, RedisRateLimiter
+from adapters.redis.locks import RedisPollLock
 from adapters.redis.queue import ArqJobQueue
 from gateway.auth import KeyCache
 from gateway.circuit import CircuitBoard, Circuits, CircuitState
@@ -46,6 +47,7 @@ from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, UnitOfWorkFactory
 from gateway.publication import DictionaryWatcher
+from gateway.readback import ReadbackScheduler, enabled_targets
 from gateway.relay import OutboxRelay
 from gateway.runtime import Runtime, bundled_dictionaries, bundled_rulesets, load_rules
 from gateway.settings import Settings
@@ -79,6 +81,7 @@ class Container:
     dictionaries: DictionaryWatcher | None = None  # switches ``runtime`` when another version is published
     unknown_fields: UnknownFieldRecorder | None = None  # source fields no dictionary maps, per platform
     runtime_listeners: list[Callable[[Runtime], None]] = field(default_factory=list)
+    readback: ReadbackScheduler | None = None  # shipments read back from the ERPs (gateway.readback)
 
     def set_runtime(self, runtime: Runtime) -> None:
         """Swap in a Runtime of newly published dictionaries: for requests (which read
@@ -129,6 +132,8 @@ class Container:
             self.relay.start()
         if self.lines is not None:
             self.lines.start()
+        if self.readback is not None:
+            self.readback.start()
 
     def wake_delivery(self) -> None:
         """New or requeued outbox rows were committed: deliver (or relay) them soon."""
@@ -138,6 +143,8 @@ class Container:
             self.relay.wake()
 
     async def aclose(self) -> None:
+        if self.readback is not None:
+            await self.readback.stop()
         if self.dictionaries is not None:
             await self.dictionaries.stop()
         if self.unknown_fields is not None:
@@ -284,6 +291,7 @@ async def build_container(
             concurrency=settings.worker_concurrency,
             lease_seconds=settings.lease_seconds,
         )
+        _wire_readback(container, lock=None)  # one process delivers: it reads shipments back too
     elif run_worker or (start_worker is None and not settings.embedded_queue):
         container.arq = await connect_queue(settings)
         container.relay = OutboxRelay(container.uow_factory, ArqJobQueue(container.arq), container.clock)
@@ -307,5 +315,20 @@ async def build_worker_container(settings: Settings, *, clock: Clock | None = No
     container.permit_wait_s = 2.0  # a job waits briefly for a permit rather than bounce through the outbox
     container.arq = await connect_queue(settings)
     container.relay = OutboxRelay(container.uow_factory, ArqJobQueue(container.arq), container.clock)
+    assert container.redis is not None  # noqa: S101 - _build_core connects it when redis_url is set
+    _wire_readback(container, lock=RedisPollLock(container.redis))  # one worker polls a target at a time
     log.info("worker wired", database=container.db.dialect, targets=sorted(container.config.targets))
     return container
+
+
+def _wire_readback(container: Container, *, lock: RedisPollLock | None) -> None:
+    """The shipment read-back's scheduler, when a target enables it (``[targets.X.readback]``)."""
+    if enabled_targets(container.config.targets):
+        container.readback = ReadbackScheduler(
+            container.config.targets,
+            container.adapters,
+            container.uow_factory,
+            container.clock,
+            metrics=container.metrics,
+            lock=lock,
+        )
