@@ -172,7 +172,7 @@ async def test_an_accepted_order_costs_nine_statements_and_its_savepoint(db: Dat
     assert words == [
         "SAVEPOINT gateway_uow",
         "SELECT order_id, platform_version,",
-        "SELECT stock_levels.sku, stock_levels.warehouse,",  # no count: nothing to reserve
+        "SELECT sku, warehouse,",  # the stock levels (no count: nothing to reserve)
         "INSERT INTO raw_payloads",
         "INSERT INTO orders",
         "INSERT INTO order_bindings",

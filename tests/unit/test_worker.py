@@ -171,7 +171,7 @@ async def test_while_every_line_is_stopped_the_worker_claims_nothing_until_a_res
 
     uow, erp, clock = FakeUnitOfWorkFactory(), SlowErp(delay_s=0), SystemClock()
     lines = StopLines(runtime.config.targets, uow, clock)
-    lines.stopped = {"u8-demo"}
+    lines.stopped = set(runtime.config.targets)  # every target of the demo configuration
     deps = DeliveryDeps(
         uow_factory=uow, runtime=runtime, adapters={"u8-demo": erp}, clock=clock, rng=random.Random(1), lines=lines
     )
