@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import httpx
+import msgspec
 
 from adapters.db.engine import create_engine
 from adapters.db.migrate import upgrade
@@ -11,9 +15,12 @@ from adapters.db.uow import SqlUnitOfWorkFactory
 from gateway.audit import Anchor, ChainCheck, head_anchor, verify_log
 from gateway.auth import generate_key, hash_key
 from gateway.clock import SystemClock
-from gateway.config import load_config
+from gateway.config import GatewayConfig, TargetConfig, load_config
+from gateway.errors import ConfigError
 from gateway.ids import new_id
-from gateway.ports import ApiKeyRecord, UnitOfWorkFactory
+from gateway.ports import ApiKeyRecord, ErpAdapter, UnitOfWorkFactory
+from gateway.readback import Progress as ReadbackProgress
+from gateway.readback import ReadbackReport, ReadbackScheduler, enabled_targets, poll_once
 from gateway.retention import Progress, PurgeReport, payload_days, purge_payloads
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -102,4 +109,70 @@ async def governed(settings: Settings) -> AsyncIterator[tuple[UnitOfWorkFactory,
         watcher = await load_dictionaries(uow_factory, load_config(settings.config_path), clock=SystemClock())
         yield uow_factory, watcher.runtime
     finally:
+        await db.dispose()
+
+
+def readback_targets(config: GatewayConfig, name: str | None) -> dict[str, TargetConfig]:
+    """The targets ``gateway erp readback`` polls: the one named (even one whose read-back is not
+    enabled: the operator asked for it), else every target that enables it.
+
+    Raises:
+        ConfigError: the named target is not configured, or no target enables the read-back.
+    """
+    if name is not None:
+        if name not in config.targets:
+            raise ConfigError(
+                f"target {name!r} is not configured; configured: {', '.join(sorted(config.targets)) or 'none'}",
+                f"目标 {name!r} 未配置",
+                hint="Name a target of GATEWAY_CONFIG's [targets]",
+            )
+        chosen = config.targets[name]
+        return {name: msgspec.structs.replace(chosen, readback=msgspec.structs.replace(chosen.readback, enabled=True))}
+    enabled = enabled_targets(config.targets)
+    if not enabled:
+        raise ConfigError(
+            "no target enables the shipment read-back",
+            "没有目标启用发货回读",
+            hint="Set [targets.NAME.readback] enabled = true in GATEWAY_CONFIG, or name one with --target",
+        )
+    return enabled
+
+
+async def run_readback(
+    settings: Settings, *, target: str | None, once: bool, progress: ReadbackProgress | None = None
+) -> ReadbackReport:
+    """``gateway erp readback``: one round over the targets (``once``), or rounds every interval
+    until interrupted, the first one at once (with GATEWAY_REDIS_URL taking the workers' lock)."""
+    from adapters.erp import AdapterContext, make_adapter
+    from adapters.redis.connection import redis_client
+    from adapters.redis.locks import RedisPollLock
+
+    targets = readback_targets(load_config(settings.config_path), target)
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = create_engine(settings.database_url)
+    http = httpx.AsyncClient()
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    uow_factory = SqlUnitOfWorkFactory(db)
+    adapters: dict[str, ErpAdapter] = {}
+    scheduler: ReadbackScheduler | None = None
+    try:
+        for name, t in targets.items():
+            ctx = AdapterContext(name=name, target=t, http=http, redis=redis, uow_factory=uow_factory)
+            adapters[name] = make_adapter(ctx)
+        if once:
+            return await poll_once(targets, adapters, uow_factory, SystemClock(), progress=progress)
+        lock = RedisPollLock(redis) if redis is not None else None
+        scheduler = ReadbackScheduler(targets, adapters, uow_factory, SystemClock(), lock=lock, immediately=True)
+        scheduler.start()
+        await asyncio.Event().wait()  # until Ctrl-C cancels this task
+        raise AssertionError("unreachable")
+    finally:
+        if scheduler is not None:
+            await scheduler.stop()
+        for adapter in adapters.values():
+            await adapter.aclose()
+        await http.aclose()
+        if redis is not None:
+            await redis.aclose()
         await db.dispose()

@@ -620,11 +620,12 @@ class ErpHandleRepository(Protocol):
 
 class ErpShipmentRecord(msgspec.Struct, kw_only=True, frozen=True):
     """A shipment read back from an ERP and recorded once (``gateway.readback``): the source of one
-    status event, whose id ``event_id`` is deterministic (``erp:{target}:{shipment_no}``) so a later
+    status event, whose id ``event_id`` is deterministic (``erp:{target}:{shipment_no}:{document_code}``:
+one U8 发货单 or K3 bill may ship several of our orders, each its own event) so a later
     events subsystem can deliver it at least once and its consumers drop repeats."""
 
     target: str
-    shipment_no: str  # the ERP's own number; with the target, the key of "once"
+    shipment_no: str  # the ERP's own number; with the target and the document code, the key of "once"
     order_id: str
     document_code: str
     shipped_at: datetime | None = None
@@ -637,12 +638,12 @@ class ErpShipmentRecord(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ErpShipmentRepository(Protocol):
-    """Shipments read back from the ERPs, one per (target, shipment number)."""
+    """Shipments read back from the ERPs, one per (target, shipment number, document code)."""
 
     async def add_if_new(self, record: ErpShipmentRecord) -> bool:
-        """Insert ``record`` unless (target, shipment_no) is recorded already; True when this call
-        inserted it. Of two writers racing for the same key exactly one gets True (PostgreSQL's
-        insert waits for the first one's transaction, then does nothing)."""
+        """Insert ``record`` unless its (target, shipment_no, document_code) is recorded already;
+        True when this call inserted it. Of two writers racing for the same key exactly one gets
+        True (PostgreSQL's insert waits for the first one's transaction, then does nothing)."""
 
     async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
         """The order's recorded shipments, oldest first."""

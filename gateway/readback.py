@@ -7,13 +7,15 @@ them and whose last change (their delivery, or a later edit) lies within ``lookb
 adapter for their shipments (``ErpAdapter.shipments``) ``batch`` codes at a time, and records each
 shipment not seen before in ONE transaction: the ``erp_shipments`` row, the order's ``erp.shipped``
 timeline entry and the ``order.shipped_by_erp`` audit entry. The row's key (target, the ERP's
-shipment number) makes it once: of two pollers racing, the second one's insert does nothing and it
-writes nothing else. The row's ``event_id`` (``erp:{target}:{shipment_no}``) is the status event's
-deterministic id, for the events subsystem that will publish it (CONTRACT §3, not built here).
+shipment number, our document code: one 发货单 may ship several orders) makes it once: of two
+pollers racing, the second one's insert does nothing and it writes nothing else. The row's
+``event_id`` (``erp:{target}:{shipment_no}:{document_code}``) is the status event's deterministic
+id, for the events subsystem that will publish it (CONTRACT §3, not built here).
 
 What is recorded carries the ERP's shipment number, carrier, waybill and lines (inventory codes and
 quantities) — never a buyer's name, phone or address. An adapter's error is logged by code and
-class (never a body) and counted in ``readback_errors``; it ends that target's round, not the loop.
+class (never a body) and counted in ``readback_errors``; it skips that batch (and ends the target's
+round when the ERP is out of reach), never the loop.
 
 ``ReadbackScheduler`` runs the rounds periodically: one task per enabled target inside the process
 that delivers (the embedded worker of ``gateway serve``, or each ``gateway worker``). With several
@@ -51,9 +53,9 @@ SINCE_MARGIN = timedelta(days=1)  # ERPs date shipments by their local day: ask 
 Progress = Callable[[str, int, int], None]
 
 
-def event_id(target: str, shipment_no: str) -> str:
-    """The status event's id of a shipment: the same on every poller and every round."""
-    return f"erp:{target}:{shipment_no}"
+def event_id(target: str, shipment_no: str, document_code: str) -> str:
+    """The status event's id of a shipment of one order: the same on every poller and every round."""
+    return f"erp:{target}:{shipment_no}:{document_code}"
 
 
 def ordered_units(order: OrderRecord) -> int:
@@ -201,17 +203,18 @@ async def _record_all(
     if not mine:
         return 0
     # Known shipments are skipped on a read, so a round that finds nothing new takes no write lock.
-    known: set[str] = set()
+    known: set[tuple[str, str]] = set()
     async with uow_factory(write=False) as uow:
         for order_id in {order.id for _, order in mine}:
-            known.update(r.shipment_no for r in await uow.erp_shipments.for_order(order_id) if r.target == target)
+            records = await uow.erp_shipments.for_order(order_id)
+            known.update((r.shipment_no, r.order_id) for r in records if r.target == target)
     recorded = 0
     for shipment, order in mine:
-        if shipment.shipment_no in known:
+        if (shipment.shipment_no, order.id) in known:
             continue
         if await record_shipment(target, order, shipment, uow_factory, now=clock.now()):
             recorded += 1
-        known.add(shipment.shipment_no)  # the ERP may list one shipment once per line
+        known.add((shipment.shipment_no, order.id))  # the ERP may list one shipment once per line
     return recorded
 
 
@@ -222,7 +225,11 @@ async def record_shipment(
     nothing written) when it was recorded already, by this poller or another one."""
     lines = [{"item_code": line.item_code, "qty": line.qty, "row": line.row} for line in shipment.lines]
     async with uow_factory() as uow:
-        earlier = [r for r in await uow.erp_shipments.for_order(order.id) if r.shipment_no != shipment.shipment_no]
+        earlier = [
+            r
+            for r in await uow.erp_shipments.for_order(order.id)
+            if (r.target, r.shipment_no) != (target, shipment.shipment_no)
+        ]
         shipped = sum(int(line.get("qty") or 0) for r in earlier for line in r.lines) + sum(
             line.qty for line in shipment.lines
         )
@@ -237,7 +244,7 @@ async def record_shipment(
             waybill_no=shipment.waybill_no,
             lines=lines,
             completes_order=ordered > 0 and shipped >= ordered,
-            event_id=event_id(target, shipment.shipment_no),
+            event_id=event_id(target, shipment.shipment_no, shipment.document_code),
             recorded_at=now,
         )
         if not await uow.erp_shipments.add_if_new(record):
@@ -301,7 +308,8 @@ class PollLock(Protocol):
 
 
 class ReadbackScheduler:
-    """Polls each enabled target every ``interval_s``, the first time one interval after start.
+    """Polls each enabled target every ``interval_s``, the first time one interval after start
+    (``immediately=True``: at start, as ``gateway erp readback`` does).
 
     With a ``PollLock`` (several workers) a round runs only where the lock was taken, and the
     lock lives for most of an interval, so the workers' rounds of one target do not overlap in the
@@ -317,7 +325,9 @@ class ReadbackScheduler:
         *,
         metrics: Metrics | None = None,
         lock: PollLock | None = None,
+        immediately: bool = False,
     ) -> None:
+        self.immediately = immediately
         self.targets = enabled_targets(targets)
         self.adapters = adapters
         self.uow_factory = uow_factory
@@ -343,6 +353,8 @@ class ReadbackScheduler:
 
     async def _loop(self, name: str) -> None:
         interval = self.targets[name].readback.interval_s
+        if self.immediately:
+            await self.run_round(name, ttl_s=interval * 0.9)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)

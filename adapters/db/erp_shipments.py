@@ -1,6 +1,7 @@
 """``gateway.ports.ErpShipmentRepository`` on SQLAlchemy Core: shipments read back from the ERPs.
 
-``add_if_new`` is an ``INSERT … ON CONFLICT DO NOTHING`` on the key (target, shipment_no) whose
+``add_if_new`` is an ``INSERT … ON CONFLICT DO NOTHING`` on the key (target, shipment_no,
+document_code) whose
 row count says who inserted: on PostgreSQL a second poller's insert waits for the first one's
 transaction and then does nothing (row count 0), SQLite's single writer serialises them anyway. The
 caller writes the order's timeline and audit entries only when it inserted, in the same
@@ -43,7 +44,7 @@ class SqlErpShipmentRepository:
                 event_id=record.event_id,
                 recorded_at=record.recorded_at,
             )
-            .on_conflict_do_nothing(index_elements=[_s.c.target, _s.c.shipment_no])
+            .on_conflict_do_nothing(index_elements=[_s.c.target, _s.c.shipment_no, _s.c.document_code])
         )
         result = await self._conn.execute(stmt)
         return result.rowcount == 1

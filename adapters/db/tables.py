@@ -456,7 +456,8 @@ erp_handles = Table(
 )
 
 # Shipments read back from the ERP (``gateway/readback.py``, ``adapters/db/erp_shipments.py``): one row
-# per (target, the ERP's own shipment number), written once in the same transaction as the order's
+# per (target, the ERP's own shipment number, our sale-order code it ships: one U8 发货单 or K3 bill
+# may ship several orders), written once in the same transaction as the order's
 # ``erp.shipped`` timeline entry and audit entry; ``event_id`` is the status event's deterministic id.
 erp_shipments = Table(
     "erp_shipments",
@@ -464,13 +465,13 @@ erp_shipments = Table(
     Column("target", String(80), primary_key=True),
     Column("shipment_no", String(120), primary_key=True),
     Column("order_id", String(40), ForeignKey("orders.id"), nullable=False),
-    Column("document_code", String(60), nullable=False),
+    Column("document_code", String(60), primary_key=True),
     Column("shipped_at", UTCDateTime()),
     Column("carrier", String(120)),
     Column("waybill_no", String(120)),
     Column("lines", _json(), nullable=False),  # [{item_code, qty, row}]
     Column("completes_order", Boolean(), nullable=False),  # with the earlier ones, every ordered unit shipped
-    Column("event_id", String(240), nullable=False, unique=True),
+    Column("event_id", String(300), nullable=False, unique=True),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Index("ix_erp_shipments_order_id", "order_id"),
     Index("ix_erp_shipments_recorded_at", "recorded_at"),

@@ -94,7 +94,7 @@ class FakeState:
     reservations: dict[tuple[str, str, str], tuple[int, datetime]] = field(default_factory=dict)  # → (qty, at)
     fingerprints: dict[tuple[str, str], FingerprintMatch] = field(default_factory=dict)  # (fingerprint, order id)
     erp_handles: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (target, code, name) → value
-    erp_shipments: dict[tuple[str, str], ErpShipmentRecord] = field(default_factory=dict)  # (target, no) →
+    erp_shipments: dict[tuple[str, str, str], ErpShipmentRecord] = field(default_factory=dict)  # (target, no, code)
     last_seq: int = 0  # one counter for every autoincrement key
 
     def next_seq(self) -> int:
@@ -750,7 +750,7 @@ class FakeErpShipmentRepository:
         self._s = state
 
     async def add_if_new(self, record: ErpShipmentRecord) -> bool:
-        key = (record.target, record.shipment_no)
+        key = (record.target, record.shipment_no, record.document_code)
         if key in self._s.erp_shipments:
             return False
         self._s.erp_shipments[key] = record

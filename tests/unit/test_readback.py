@@ -95,7 +95,7 @@ async def test_a_new_shipment_becomes_one_timeline_entry_one_audit_entry_and_one
         "target": "u8",
         "document_code": code,
         "shipment_no": "0000000001",
-        "event_id": "erp:u8:0000000001",
+        "event_id": f"erp:u8:0000000001:{code}",
         "shipped_at": "2026-12-07T02:00:00+00:00",
         "carrier": "SF",
         "waybill_no": "SF1234567890",
@@ -105,7 +105,20 @@ async def test_a_new_shipment_becomes_one_timeline_entry_one_audit_entry_and_one
     [entry] = [e for e in uow.state.audit if e.action == "order.shipped_by_erp"]
     assert (entry.subject_id, entry.actor, entry.data) == (make_order(1).id, "gateway", detail)
     [row] = uow.state.erp_shipments.values()
-    assert row.event_id == event_id("u8", "0000000001") and row.completes_order
+    assert row.event_id == event_id("u8", "0000000001", code) and row.completes_order
+
+
+async def test_one_erp_shipment_of_two_orders_is_one_event_for_each():
+    uow, erp, clock = FakeUnitOfWorkFactory(), ScriptedErp(), NowClock()
+    first, second = await add_order(uow, 1), await add_order(uow, 2)
+    erp.ship(first, "0000000007", ("030101", 2))  # one 发货单, lines of both orders
+    erp.ship(second, "0000000007", ("030101", 2))
+
+    assert (await poll_target("u8", target(), erp, uow, clock)).recorded == 2
+    assert (await poll_target("u8", target(), erp, uow, clock)).recorded == 0
+    ids = sorted(r.event_id for r in uow.state.erp_shipments.values())
+    assert ids == [f"erp:u8:0000000007:{first}", f"erp:u8:0000000007:{second}"]
+    assert [len(timeline(uow, n)) for n in (1, 2)] == [1, 1]
 
 
 async def test_a_partial_shipment_keeps_the_order_asked_about_until_the_rest_ships():
@@ -157,7 +170,7 @@ async def test_codes_go_to_the_erp_in_batches_and_foreign_shipments_are_ignored(
 
     assert [c for c, _ in erp.calls] == [codes[0:2], codes[2:4], codes[4:5]]
     assert (report.orders, report.shipments, report.recorded) == (5, 2, 1)
-    assert list(uow.state.erp_shipments) == [("u8", "S5")]
+    assert list(uow.state.erp_shipments) == [("u8", "S5", codes[4])]
     assert seen == [("u8", 2, 0), ("u8", 4, 0), ("u8", 5, 1)]
 
 

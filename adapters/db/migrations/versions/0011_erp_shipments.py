@@ -1,6 +1,7 @@
 """erp_shipments: shipments read back from the ERP (a U8 发货单, a K3 发货通知 or 销售出库单), one row
-per (target, the ERP's shipment number), each recorded once with its status event's id; and the
-index the read-back poller selects delivered orders of a target by
+per (target, the ERP's shipment number, our sale order it ships: one 发货单 may ship several), each
+recorded once with its status event's id; and the index the read-back poller selects delivered
+orders of a target by
 
 Revision ID: 0011_erp_shipments
 Revises: 0010_erp_handles
@@ -35,9 +36,9 @@ def upgrade() -> None:
         sa.Column("waybill_no", sa.String(120)),
         sa.Column("lines", JSON, nullable=False),
         sa.Column("completes_order", sa.Boolean(), nullable=False),
-        sa.Column("event_id", sa.String(240), nullable=False),
+        sa.Column("event_id", sa.String(300), nullable=False),
         sa.Column("recorded_at", TS, nullable=False),
-        sa.PrimaryKeyConstraint("target", "shipment_no", name="pk_erp_shipments"),
+        sa.PrimaryKeyConstraint("target", "shipment_no", "document_code", name="pk_erp_shipments"),
         sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name="fk_erp_shipments_order_id_orders"),
         sa.UniqueConstraint("event_id", name="uq_erp_shipments_event_id"),
     )
