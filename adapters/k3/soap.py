@@ -43,6 +43,7 @@ from zeep import AsyncClient
 from zeep import exceptions as zeep_errors
 from zeep.proxy import AsyncServiceProxy
 
+from adapters.http_exchange import NOT_SENT, Partner, not_sent
 from adapters.k3.soap_body import (
     ReplyShapeError,
     build_order,
@@ -61,7 +62,7 @@ from adapters.k3.soap_errors import (
     unrenderable,
 )
 from adapters.k3.soap_transport import BadReply, SharedClientTransport, zeep_settings
-from gateway.errors import ConfigError, PermanentError, RetryableError
+from gateway.errors import ConfigError, PermanentError
 from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
 
 if TYPE_CHECKING:
@@ -78,7 +79,6 @@ DEFAULT_OPERATIONS = {
     "cancel": "cancelOrder",
     "shipments": "getSEOutstock",
 }
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _DUPLICATE = re.compile(r"已存在|重复|already exists|duplicate", re.IGNORECASE)
 _MISSING = re.compile(r"不存在|not exist|not found", re.IGNORECASE)
 
@@ -280,13 +280,8 @@ class K3SoapAdapter:
             raise unrenderable(code, type(exc).__name__ + ": " + str(exc)[:200]) from exc
         try:
             reply = await getattr(self._service, name)(argument)
-        except _NOT_SENT as exc:
-            raise RetryableError(
-                f"K3 SOAP service unreachable ({type(exc).__name__}); nothing was sent",
-                "K3 SOAP 服务无法连接，未发送",
-                hint="Check that the service is up and the target URL is its endpoint",
-                document_code=code,
-            ) from exc
+        except NOT_SENT as exc:
+            raise not_sent(_K3_SOAP, exc, code) from exc
         except httpx.RequestError as exc:
             raise unknown(code, f"{name} failed after sending ({type(exc).__name__})") from exc
         except BadReply as exc:
@@ -333,3 +328,12 @@ def from_target(ctx: AdapterContext) -> K3SoapAdapter:
             f"目标 {ctx.name}：K3 SOAP WSDL 不可用（{exc}）",
             hint="Point options.wsdl at the site's WSDL file and name its binding and operations in options",
         ) from exc
+
+
+_K3_SOAP = Partner(
+    name="K3 SOAP service",
+    name_zh="K3 SOAP 服务",
+    unreachable_hint="Check that the service is up and the target URL is its endpoint",
+    address_hint="Check the target URL (the service's endpoint)",
+    unknown=unknown,
+)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from adapters.http_exchange import Partner, exchange
 from adapters.k3.k3json import (
     Envelope,
     ReplyShapeError,
@@ -43,7 +44,6 @@ from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
 if TYPE_CHECKING:
     from adapters.erp import AdapterContext
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _DUPLICATE = re.compile(r"已存在|重复|already exists|duplicate", re.IGNORECASE)
 _MISSING = re.compile(r"不存在|not exist", re.IGNORECASE)
 _CODES_PER_QUERY = 50
@@ -261,41 +261,18 @@ class K3WebApiAdapter:
 
     async def _send(self, obj: str, op: str, token: str, content: bytes, code: str) -> Envelope:
         url = f"{self._api}/{obj}/{op}"
-        try:
-            response = await self._client.post(
-                url,
-                params={"token": token},
-                content=content,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=self._timeout,
-            )
-        except _NOT_SENT as exc:
-            raise RetryableError(
-                f"K3 WebAPI unreachable ({type(exc).__name__}); nothing was sent",
-                "K3 WebAPI 无法连接，未发送",
-                hint="Check that the K3 WebAPI server is up and the target URL is its root",
-                document_code=code,
-            ) from exc
-        except httpx.RequestError as exc:
-            raise _unknown(code, f"{obj}/{op} failed after sending ({type(exc).__name__})") from exc
-        status = response.status_code
-        if status in (502, 503):
-            raise RetryableError(
-                f"K3 WebAPI answered HTTP {status}",
-                f"K3 WebAPI 返回 HTTP {status}",
-                document_code=code,
-                http_status=status,
-            )
-        if status >= 500:
-            raise _unknown(code, f"{obj}/{op} answered HTTP {status}", http_status=status)
-        if status != 200:
-            raise RetryableError(
-                f"K3 WebAPI answered HTTP {status}",
-                f"K3 WebAPI 返回 HTTP {status}",
-                hint="Check the target URL (the root in front of /K3API)",
-                document_code=code,
-                http_status=status,
-            )
+        response = await exchange(
+            self._client,
+            _K3_WEBAPI,
+            "POST",
+            url,
+            code=code,
+            what=f"{obj}/{op}",
+            params={"token": token},
+            content=content,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=self._timeout,
+        )
         try:
             return parse_envelope(response.content)
         except ReplyShapeError as exc:
@@ -402,3 +379,12 @@ def from_target(ctx: AdapterContext) -> K3WebApiAdapter:
         waybill_field=options.get("waybill_field"),
         carrier_field=options.get("carrier_field"),
     )
+
+
+_K3_WEBAPI = Partner(
+    name="K3 WebAPI",
+    name_zh="K3 WebAPI",
+    unreachable_hint="Check that the K3 WebAPI server is up and the target URL is its root",
+    address_hint="Check the target URL (the root in front of /K3API)",
+    unknown=_unknown,
+)

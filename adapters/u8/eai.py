@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from adapters.http_exchange import Partner, exchange
 from adapters.u8.eai_consignment import ShipmentTags, batches, build_consignment_query, shipments_of
 from adapters.u8.eai_errors import DICTIONARY_HINT, DUPLICATE, WIDTH_HINT, edit_hint, hint, unknown
 from adapters.u8.eai_xml import (
@@ -30,14 +31,21 @@ from adapters.u8.eai_xml import (
     parse_reply,
 )
 from adapters.u8.fields import FieldWidthError
-from gateway.errors import ConfigError, PermanentError, RetryableError
+from gateway.errors import ConfigError, PermanentError
 from gateway.ports import ErpDocument, ErpReceipt, ErpShipment
 
 if TYPE_CHECKING:
     from adapters.erp import AdapterContext
 
 # Nothing reached U8: the connection was never made or no pooled connection became free.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_U8_EAI = Partner(
+    name="U8 EAI",
+    name_zh="U8 EAI",
+    unreachable_hint="Check that the U8 EAI server is up and the URL setting is right",
+    # 3xx/4xx come from IIS before the EAI page runs: nothing was processed.
+    address_hint="Check the U8 EAI URL setting (path case varies: /U8EAI/import.asp)",
+    unknown=unknown,
+)
 #: ``options`` of a ``u8_eai`` target besides the ``shipment_*`` tags (eai_consignment.ShipmentTags).
 _OPTIONS = ("content_type",)
 
@@ -270,33 +278,17 @@ class U8EaiAdapter:
         )
 
     async def _post(self, body: bytes, code: str) -> bytes:
-        try:
-            response = await self._client.post(self._url, content=body, headers=self._headers, timeout=self._timeout)
-        except _NOT_SENT as exc:
-            raise RetryableError(
-                f"U8 EAI unreachable ({type(exc).__name__}); nothing was sent",
-                "U8 EAI 无法连接，未发送",
-                hint="Check that the U8 EAI server is up and the URL setting is right",
-                document_code=code,
-            ) from exc
-        except httpx.RequestError as exc:
-            # Read/write timeouts and dropped connections: U8 may have committed the order.
-            raise unknown(code, f"U8 EAI call failed after sending ({type(exc).__name__})") from exc
-        status = response.status_code
-        if status in (502, 503):
-            raise RetryableError(f"U8 EAI answered HTTP {status}", f"U8 EAI 返回 HTTP {status}", document_code=code)
-        if status >= 500:
-            # U8 answers 500 for malformed data and when it crashes mid-write (§1.5): unknown.
-            raise unknown(code, f"U8 EAI answered HTTP {status}", http_status=status)
-        if status != 200:
-            # 3xx/4xx come from IIS before the EAI page runs: nothing was processed.
-            raise RetryableError(
-                f"U8 EAI answered HTTP {status}",
-                f"U8 EAI 返回 HTTP {status}",
-                hint="Check the U8 EAI URL setting (path case varies: /U8EAI/import.asp)",
-                document_code=code,
-                http_status=status,
-            )
+        response = await exchange(
+            self._client,
+            _U8_EAI,
+            "POST",
+            self._url,
+            code=code,
+            what="the U8 EAI call",
+            content=body,
+            headers=self._headers,
+            timeout=self._timeout,
+        )
         return response.content
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
+from adapters.http_exchange import Partner, exchange
 from adapters.u8.openapi_json import ReplyShapeError, parse_reply
 from gateway.errors import RetryableError, UnknownOutcomeError
 
 # Nothing reached the relay: the connection was never made or no pooled connection became free.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 #: (inferred) errcodes of an unknown and of an expired token: not public; the sandbox's values.
 TOKEN_ERRCODES = frozenset({"30001", "30002"})
 _MAX_MARGIN_S = 10.0  # O3 fetches a new token 10 s before expiry
@@ -147,39 +147,19 @@ class OpenApiSession:
                 min(max(within_s, 0.001), self.timeout), connect=self._timeout.connect, pool=self._timeout.pool
             )
         )
-        try:
-            response = await self._client.request(
-                method, url, params=params, content=body, headers=headers, timeout=request_timeout
-            )
-        except _NOT_SENT as exc:
-            raise RetryableError(
-                f"U8 OpenAPI unreachable ({type(exc).__name__}); nothing was sent",
-                "U8 OpenAPI 无法连接，未发送",
-                hint="Check that the relay is reachable and the target's url is right",
-                document_code=code,
-            ) from exc
-        except httpx.RequestError as exc:
-            # Read timeouts and dropped connections: the relay may have written the order.
-            raise unknown(code, f"the call failed after sending ({type(exc).__name__})") from exc
-        status = response.status_code
-        if status in (502, 503):
-            raise RetryableError(
-                f"U8 OpenAPI answered HTTP {status}",
-                f"U8 OpenAPI 返回 HTTP {status}",
-                document_code=code,
-                http_status=status,
-            )
-        if status >= 500:
-            raise unknown(code, f"U8 OpenAPI answered HTTP {status}", http_status=status)
-        if status != 200:
-            # The relay answers every business outcome with 200 (§5); others come from a proxy.
-            raise RetryableError(
-                f"U8 OpenAPI answered HTTP {status}",
-                f"U8 OpenAPI 返回 HTTP {status}",
-                hint="Check the target's url (the relay root, e.g. https://api.yonyouup.com)",
-                document_code=code,
-                http_status=status,
-            )
+        # The relay answers every business outcome with 200 (§5); other statuses come from a proxy.
+        response = await exchange(
+            self._client,
+            _U8_OPENAPI,
+            method,
+            url,
+            code=code,
+            what="the U8 OpenAPI call",
+            params=params,
+            content=body,
+            headers=headers,
+            timeout=request_timeout,
+        )
         try:
             return parse_reply(response.content)
         except ReplyShapeError as exc:
@@ -233,3 +213,12 @@ def unknown(code: str, reason: str, **details: Any) -> UnknownOutcomeError:
         document_code=code,
         **details,
     )
+
+
+_U8_OPENAPI = Partner(
+    name="U8 OpenAPI",
+    name_zh="U8 OpenAPI",
+    unreachable_hint="Check that the relay is reachable and the target's url is right",
+    address_hint="Check the target's url (the relay root, e.g. https://api.yonyouup.com)",
+    unknown=unknown,
+)
