@@ -10,19 +10,18 @@ same derivation as U8's, ``adapters.u8.amounts``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from adapters.u8.amounts import line_amounts
+from adapters.u8.amounts import entry_amounts
 from gateway.ports import ErpDocument
 
 #: Entry keys that are inputs to the amounts rather than K3 fields; ``irowno`` is numbered by
 #: ``gateway.document`` for U8 and has no K3 meaning (K3 numbers ``FEntryID`` itself).
 AMOUNT_INPUTS = ("sum_fen", "quoted_fen", "taxrate")
 _DROPPED = frozenset({"irowno", *AMOUNT_INPUTS})
-#: line_amounts' names → the K3 SO entry fields of §3.3 (单价, 含税单价, 金额, 价税合计).
+#: entry_amounts' names → the K3 SO entry fields of §3.3 (单价, 含税单价, 金额, 价税合计).
 _AMOUNT_FIELDS = {"unitprice": "Fauxprice", "taxunitprice": "FAuxTaxPrice", "money": "Famount", "sum": "FAllAmount"}
 
 
@@ -69,19 +68,14 @@ def _entry(row: int, entry: Mapping[str, Any]) -> dict[str, Any]:
     qty = fields.get("Fauxqty")
     if qty is None or isinstance(qty, float):
         raise ValueError(f"entry {row}: Fauxqty must be a whole or decimal number, not {qty!r}")
-    if "sum_fen" not in entry:
+    amounts = entry_amounts(row, entry, qty)
+    if amounts is None:
         return fields
-    taxrate = entry.get("taxrate")
-    if taxrate is None or isinstance(taxrate, float):
-        raise ValueError(f"entry {row}: sum_fen given without an int taxrate")
-    amounts = line_amounts(
-        entry["sum_fen"], Decimal(str(qty)), Decimal(str(taxrate)), quoted_fen=entry.get("quoted_fen")
-    )
     derived = {k3: amounts[name] for name, k3 in _AMOUNT_FIELDS.items()}
     clash = sorted(k for k in derived if k.casefold() in {f.casefold() for f in fields})
     if clash:
         raise ValueError(f"entry {row}: {', '.join(clash)} given as well as sum_fen")
-    return {**fields, "Fauxqty": str(qty), **derived, "FCess": str(taxrate)}
+    return {**fields, "Fauxqty": str(qty), **derived, "FCess": str(entry["taxrate"])}
 
 
 def parse_envelope(body: bytes) -> Envelope:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from adapters.u8.amounts import line_amounts
+from adapters.u8.amounts import entry_amounts
 from gateway.ports import ErpDocument, ErpShipment, ErpShipmentLine
 
 #: Entry keys that are inputs to the amounts, not members; ``irowno`` is numbered by
@@ -43,14 +43,9 @@ def _entry(row: int, entry: Mapping[str, Any]) -> dict[str, Any]:
     if qty is None or isinstance(qty, float | bool):
         raise ValueError(f"entry {row}: Qty must be a whole or decimal number, not {qty!r}")
     fields["Qty"] = str(qty)
-    if "sum_fen" not in entry:
+    amounts = entry_amounts(row, entry, qty)
+    if amounts is None:
         return fields
-    taxrate = entry.get("taxrate")
-    if taxrate is None or isinstance(taxrate, float):
-        raise ValueError(f"entry {row}: sum_fen given without an int taxrate")
-    amounts = line_amounts(
-        entry["sum_fen"], Decimal(str(qty)), Decimal(str(taxrate)), quoted_fen=entry.get("quoted_fen")
-    )
     derived = {"Price": amounts["taxunitprice"], "Amount": amounts["sum"], "StdPrice": amounts["quotedprice"]}
     clash = sorted(k for k in derived if k in fields)
     if clash:

@@ -8,7 +8,9 @@ fen. Everything is ``Decimal``; a float never touches money.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
 
 _CENT = Decimal("0.01")
 # Unit prices keep up to ten places (the E6 sample sends 23734.5132743363) so that
@@ -94,3 +96,18 @@ def _fixed(value: Decimal) -> str:
 def _plain(value: Decimal) -> str:
     """Trailing zeros stripped, never exponent notation (``normalize`` alone gives ``1E+2``)."""
     return format(value.normalize(), "f")
+
+
+def entry_amounts(row: int, entry: Mapping[str, Any], qty: Any) -> dict[str, str] | None:
+    """``line_amounts`` of an outbound dictionary's entry that gives ``sum_fen`` (with ``taxrate``
+    and optionally ``quoted_fen``), for any ERP's document; None when it gives no ``sum_fen``.
+
+    Raises:
+        ValueError: ``sum_fen`` without a whole-number ``taxrate``.
+    """
+    if "sum_fen" not in entry:
+        return None
+    taxrate = entry.get("taxrate")
+    if taxrate is None or isinstance(taxrate, float):
+        raise ValueError(f"entry {row}: sum_fen given without an int taxrate")
+    return line_amounts(entry["sum_fen"], Decimal(str(qty)), Decimal(str(taxrate)), quoted_fen=entry.get("quoted_fen"))
