@@ -619,10 +619,11 @@ class ErpHandleRepository(Protocol):
 
 
 class ErpShipmentRecord(msgspec.Struct, kw_only=True, frozen=True):
-    """A shipment read back from an ERP and recorded once (``gateway.readback``): the source of one
-    status event, whose id ``event_id`` is deterministic (``erp:{target}:{shipment_no}:{document_code}``:
-one U8 发货单 or K3 bill may ship several of our orders, each its own event) so a later
-    events subsystem can deliver it at least once and its consumers drop repeats."""
+    """A shipment of one order read back from an ERP and recorded once (``gateway.readback``): the
+    source of one status event, whose id ``event_id`` is deterministic
+    (``erp:{target}:{shipment_no}:{document_code}``: one U8 发货单 or K3 bill may ship several of
+    our orders, each its own event) so a later events subsystem can deliver it at least once and
+    its consumers drop repeats."""
 
     target: str
     shipment_no: str  # the ERP's own number; with the target and the document code, the key of "once"
@@ -647,6 +648,10 @@ class ErpShipmentRepository(Protocol):
 
     async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
         """The order's recorded shipments, oldest first."""
+
+    async def lock_order(self, order_id: str) -> None:
+        """Hold the order until the transaction ends, so that two pollers recording shipments of
+        one order count them one after the other (``completes_order`` sees the earlier ones)."""
 
     async def awaiting(self, target: str, *, changed_since: datetime, after_seq: int, limit: int) -> list[OrderRecord]:
         """Delivered orders of ``target`` changed (delivered, edited) at or after ``changed_since``

@@ -225,6 +225,7 @@ async def record_shipment(
     nothing written) when it was recorded already, by this poller or another one."""
     lines = [{"item_code": line.item_code, "qty": line.qty, "row": line.row} for line in shipment.lines]
     async with uow_factory() as uow:
+        await uow.erp_shipments.lock_order(order.id)  # another poller's shipments of it are counted first
         earlier = [
             r
             for r in await uow.erp_shipments.for_order(order.id)

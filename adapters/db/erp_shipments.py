@@ -5,7 +5,8 @@ document_code) whose
 row count says who inserted: on PostgreSQL a second poller's insert waits for the first one's
 transaction and then does nothing (row count 0), SQLite's single writer serialises them anyway. The
 caller writes the order's timeline and audit entries only when it inserted, in the same
-transaction, so each shipment becomes one status event however many pollers race.
+transaction, so each shipment becomes one status event however many pollers race; ``lock_order``
+holds the order's row first, so the shipments of one order are counted one after the other.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class SqlErpShipmentRepository:
     async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
         stmt = select(_s).where(_s.c.order_id == order_id).order_by(_s.c.recorded_at, _s.c.shipment_no)
         return [ErpShipmentRecord(**row._mapping) for row in await self._conn.execute(stmt)]
+
+    async def lock_order(self, order_id: str) -> None:
+        # PostgreSQL: the order's row, FOR UPDATE; a later read in this transaction (a statement
+        # of its own under READ COMMITTED) then sees what the previous holder committed. SQLite's
+        # single writer holds every write transaction apart already.
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(select(orders.c.id).where(orders.c.id == order_id).with_for_update())
 
     async def awaiting(self, target: str, *, changed_since: datetime, after_seq: int, limit: int) -> list[OrderRecord]:
         complete = exists().where(and_(_s.c.order_id == orders.c.id, _s.c.completes_order.is_(True)))

@@ -760,6 +760,9 @@ class FakeErpShipmentRepository:
         found = [r for r in self._s.erp_shipments.values() if r.order_id == order_id]
         return sorted(found, key=lambda r: (r.recorded_at, r.shipment_no))
 
+    async def lock_order(self, order_id: str) -> None:
+        """Write units of work are serialised by the factory's lock already."""
+
     async def awaiting(self, target: str, *, changed_since: datetime, after_seq: int, limit: int) -> list[OrderRecord]:
         complete = {r.order_id for r in self._s.erp_shipments.values() if r.completes_order}
         found = [
