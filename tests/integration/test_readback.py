@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -15,19 +17,24 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from adapters.db.engine import create_engine
+from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from adapters.redis.locks import RedisPollLock
 from adapters.u8 import U8EaiAdapter
+from gateway.bootstrap import build_container, build_worker_container
 from gateway.cli import app as cli
 from gateway.clock import SystemClock
 from gateway.config import ReadbackConfig, TargetConfig
 from gateway.document import document_code
 from gateway.ports import ErpShipment, ErpShipmentLine
-from gateway.readback import poll_target, record_shipment
+from gateway.readback import ReadbackScheduler, poll_target, record_shipment
+from gateway.settings import Settings
 from tests.integration.test_u8_consignments import consignment, line, ship, written_order
-from tests.support.gateway import SAMPLES, RunningGateway
+from tests.support.gateway import REPO, SAMPLES, RunningGateway, gateway_env, run_gateway
 from tests.support.servers import RunningSandbox
 from tests.support.storage import make_order
 
@@ -201,3 +208,75 @@ async def test_two_pollers_at_once_record_each_shipment_once(database_url: str, 
         await u8.aclose()
         for db in dbs:
             await db.dispose()
+
+
+# --------------------------------------------------------------------------- running it periodically
+
+
+def test_the_embedded_worker_reads_shipments_back_by_itself(sandbox: RunningSandbox, tmp_path, monkeypatch) -> None:
+    """``gateway serve`` without Redis: the scheduler runs in the process, each target's interval."""
+    demo = (REPO / "gateway" / "demo_config.toml").read_text(encoding="utf-8")
+    config = tmp_path / "gateway.toml"
+    config.write_text(re.sub(r"(?m)^interval_s = 30$", "interval_s = 1", demo), encoding="utf-8")
+    with run_gateway(gateway_env(tmp_path, sandbox.url, GATEWAY_CONFIG=str(config)), monkeypatch) as gw:
+        gid, order = _deliver(gw, "douyin", "01_single_paid.json")
+        with httpx.Client(base_url=sandbox.url, timeout=10) as client:
+            r = client.post("/_sandbox/k3/shipments", json={"order": order["erp"]["document_no"]})
+            assert r.status_code == 200, r.text
+        [detail] = gw.wait_for(lambda: _shipped(gw, gid), 20, "the shipment read back")
+        assert detail["shipment_no"] == f"Sales_Delivery:{r.json()['FBillNo']}"
+        time.sleep(2.5)  # two more rounds: nothing new
+        assert len(_shipped(gw, gid)) == 1 and len(_audited(gw, gid)) == 1
+
+
+async def test_with_redis_one_worker_polls_a_target_per_interval(
+    sandbox: RunningSandbox, redis: Redis, tmp_path
+) -> None:
+    """Two workers' schedulers share a Redis lock: one round per interval between them, not two."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    upgrade(url)
+    db = create_engine(url)
+    u8 = U8EaiAdapter(url=f"{sandbox.url}{IMPORT}", sender="101", timeout=10.0)
+    readback = ReadbackConfig(enabled=True, interval_s=1)
+    targets = {"u8": TargetConfig(transport="u8_eai", url=f"{sandbox.url}{IMPORT}", sender="101", readback=readback)}
+    try:
+        uow_factory = SqlUnitOfWorkFactory(db)
+        [order] = await _delivered_orders(uow_factory, 1)
+        code = document_code("GW", order.seq, 10)
+        await written_order(u8, code)
+        await ship(sandbox, consignment(line(code, 1, "030101", "1"), date=_today()))
+        workers = [
+            ReadbackScheduler(
+                targets, {"u8": u8}, uow_factory, SystemClock(), lock=RedisPollLock(redis), immediately=True
+            )
+            for _ in range(2)
+        ]
+        for w in workers:
+            w.start()
+        await asyncio.sleep(3.4)  # rounds at about 0, 1, 2 and 3 s
+        for w in workers:
+            await w.stop()
+        rounds = [w.rounds["u8"] for w in workers]
+        assert 3 <= sum(rounds) <= 5, rounds  # each worker alone would have run 4
+        assert await redis.get("gateway:lock:readback:u8") is not None
+        async with uow_factory(write=False) as uow:
+            assert len(await uow.erp_shipments.for_order(order.id)) == 1
+    finally:
+        await u8.aclose()
+        await db.dispose()
+
+
+async def test_gateway_worker_wires_the_scheduler_with_the_redis_lock(redis_url: str, tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    upgrade(url)
+    worker = await build_worker_container(Settings(database_url=url, redis_url=redis_url))
+    try:
+        assert worker.readback is not None and isinstance(worker.readback.lock, RedisPollLock)
+        assert sorted(worker.readback.targets) == ["k3-demo", "k3soap-demo", "u8-cloud-demo", "u8-demo"]
+    finally:
+        await worker.aclose()
+    embedded = await build_container(Settings(database_url=url), migrate=False)
+    try:
+        assert embedded.worker is not None and embedded.readback is not None and embedded.readback.lock is None
+    finally:
+        await embedded.aclose()
