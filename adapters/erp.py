@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gateway.config import TargetConfig
-from gateway.errors import ConfigError
-from gateway.ports import ErpAdapter, UnitOfWorkFactory
+from gateway.errors import ConfigError, PermanentError
+from gateway.ports import ErpAdapter, ErpDocument, ErpReceipt, UnitOfWorkFactory
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -74,3 +74,28 @@ def make_adapter(ctx: AdapterContext) -> ErpAdapter:
         )
     factory: Callable[[AdapterContext], ErpAdapter] = importlib.import_module(module_name).from_target
     return factory(ctx)
+
+
+def written_earlier(
+    found: ErpReceipt | None, doc: ErpDocument, *, erp: str, erp_zh: str, answer: str, hint: str
+) -> ErpReceipt:
+    """The receipt of a document whose code the ERP refused as taken: an earlier attempt of ours
+    wrote it, so the look-up (``found``) must find it.
+
+    Raises:
+        PermanentError: the look-up cannot find it (another document type may hold the code);
+            ``answer`` is the ERP's refusal text, ``hint`` where to look.
+    """
+    if found is None:
+        raise PermanentError(
+            f"{erp} reports document code {doc.code} as taken but its look-up cannot find it",
+            f"{erp_zh} 报告单据编号 {doc.code} 已存在，但查询不到",
+            partner_message=answer,
+            hint=hint,
+            document_code=doc.code,
+        )
+    return ErpReceipt(
+        document_no=found.document_no,
+        erp_key=found.erp_key,
+        message=f"already in {erp}: written by an earlier attempt",
+    )

@@ -43,6 +43,7 @@ from zeep import AsyncClient
 from zeep import exceptions as zeep_errors
 from zeep.proxy import AsyncServiceProxy
 
+from adapters.erp import written_earlier
 from adapters.http_exchange import NOT_SENT, Partner, not_sent
 from adapters.k3.soap_body import (
     ReplyShapeError,
@@ -257,16 +258,14 @@ class K3SoapAdapter:
     async def _existing(self, doc: ErpDocument, message: str) -> ErpReceipt:
         if not self._ops["lookup"]:
             return ErpReceipt(document_no=doc.code, message="already in K3: written by an earlier attempt")
-        receipt = await self.lookup(doc)
-        if receipt is None:
-            raise PermanentError(
-                f"The K3 SOAP service reports bill number {doc.code} as taken but its look-up cannot find it",
-                f"K3 SOAP 服务报告单据编号 {doc.code} 已存在，但查询不到",
-                partner_message=partner_text(message),
-                hint="Look for the number in K3 (another bill type may hold it), then replay",
-                document_code=doc.code,
-            )
-        return ErpReceipt(document_no=receipt.document_no, message="already in K3: written by an earlier attempt")
+        return written_earlier(
+            await self.lookup(doc),
+            doc,
+            erp="K3",
+            erp_zh="K3",
+            answer=partner_text(message),
+            hint="Look for the number in K3 (another bill type may hold it), then replay",
+        )
 
     async def _call(self, role: str, code: str, argument: Any, *, shape: str = "result") -> dict[str, Any]:
         """Call the operation of ``role`` with one argument; its result as a plain dict."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from adapters.erp import written_earlier
 from adapters.http_exchange import Partner, exchange
 from adapters.k3.k3json import (
     Envelope,
@@ -202,19 +203,13 @@ class K3WebApiAdapter:
             ) from exc
 
     async def _existing(self, doc: ErpDocument, message: str) -> ErpReceipt:
-        receipt = await self.lookup(doc)
-        if receipt is None:
-            raise PermanentError(
-                f"K3 reports bill number {doc.code} as taken but GetList cannot find the SO",
-                f"K3 报告单据编号 {doc.code} 已存在，但查询不到该销售订单",
-                partner_message=message,
-                hint="Look for the number in K3 (another bill type may hold it), then replay",
-                document_code=doc.code,
-            )
-        return ErpReceipt(
-            document_no=receipt.document_no,
-            erp_key=receipt.erp_key,
-            message="already in K3: written by an earlier attempt",
+        return written_earlier(
+            await self.lookup(doc),
+            doc,
+            erp="K3",
+            erp_zh="K3",
+            answer=message,
+            hint="Look for the number in K3 (another bill type may hold it), then replay",
         )
 
     async def _list_all(self, obj: str, filter_text: str) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from adapters.erp import written_earlier
 from adapters.http_exchange import Partner, exchange
 from adapters.u8.eai_consignment import ShipmentTags, batches, build_consignment_query, shipments_of
 from adapters.u8.eai_errors import DICTIONARY_HINT, DUPLICATE, WIDTH_HINT, edit_hint, hint, unknown
@@ -262,19 +263,13 @@ class U8EaiAdapter:
         return found[0] if found else None
 
     async def _existing(self, doc: ErpDocument, dsc: str) -> ErpReceipt:
-        receipt = await self.lookup(doc)
-        if receipt is None:
-            raise PermanentError(
-                f"U8 reports sale order code {doc.code} as taken but the query cannot find it",
-                f"U8 报告销售订单编码 {doc.code} 已存在，但查询不到",
-                partner_message=dsc,
-                hint="Look for the code in U8 (it may be another document type), then replay",
-                document_code=doc.code,
-            )
-        return ErpReceipt(
-            document_no=receipt.document_no,
-            erp_key=receipt.erp_key,
-            message="already in U8: written by an earlier attempt",
+        return written_earlier(
+            await self.lookup(doc),
+            doc,
+            erp="U8",
+            erp_zh="U8",
+            answer=dsc,
+            hint="Look for the code in U8 (it may be another document type), then replay",
         )
 
     async def _post(self, body: bytes, code: str) -> bytes:
@@ -349,6 +344,3 @@ def from_target(ctx: AdapterContext) -> U8EaiAdapter:
         **extra,
     )
 
-
-# The U8+ OpenAPI adapter words U8's own texts with the same hints (the relay writes through EAI).
-_hint = hint

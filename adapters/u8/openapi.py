@@ -23,7 +23,8 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from adapters.u8.eai import _hint as u8_hint  # U8's own texts: the relay writes through EAI (§2)
+from adapters.erp import written_earlier
+from adapters.u8.eai_errors import hint as u8_hint  # U8's own texts: the relay writes through EAI (§2)
 from adapters.u8.openapi_json import build_saleorder, code_only
 from adapters.u8.openapi_reads import OrderReader
 from adapters.u8.openapi_session import TOKEN_ERRCODES, OpenApiSession, unknown
@@ -211,15 +212,14 @@ class U8OpenApiAdapter:
 
     async def _existing(self, doc: ErpDocument, errmsg: str) -> ErpReceipt:
         found = await self._find(doc)
-        if found is None:
-            raise PermanentError(
-                f"U8 reports sale order code {doc.code} as taken but the list cannot find it",
-                f"U8 报告销售订单编码 {doc.code} 已存在，但查询不到",
-                partner_message=errmsg,
-                hint="Look for the code in U8 (it may be another document type or date), then replay",
-                document_code=doc.code,
-            )
-        return ErpReceipt(document_no=doc.code, message="already in U8: written by an earlier attempt")
+        return written_earlier(
+            None if found is None else ErpReceipt(document_no=doc.code),
+            doc,
+            erp="U8",
+            erp_zh="U8",
+            answer=errmsg,
+            hint="Look for the code in U8 (it may be another document type or date), then replay",
+        )
 
 
 def _render(doc: ErpDocument) -> bytes:
