@@ -105,7 +105,10 @@ def run_demo(*, port: int, sandbox_port: int, samples: Path | None) -> None:
     sandbox = _start_sandbox(sandbox_port)
     keys = {role: asyncio.run(create_key(settings, role=role, label="demo")) for role in ROLES}
     base = f"http://127.0.0.1:{port}"
-    print(f"Sandbox partner systems: http://127.0.0.1:{sandbox_port}/  (U8 documents: /_sandbox/u8/documents)")
+    print(
+        f"Sandbox partner systems: http://127.0.0.1:{sandbox_port}/  (documents each ERP holds: "
+        "/_sandbox/u8/documents, /_sandbox/u8openapi/documents, /_sandbox/k3/documents, /_sandbox/k3soap/documents)"
+    )
     print(f"Console: {base}/   API: {base}/v1/…   OpenAPI: {base}/schema")
     print("API keys (shown once; only their hashes are stored):")
     for role, key in keys.items():
