@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,18 @@ from drain_config import Sandbox
 MAX_LOGGED_CALLS = 20_000  # the sandbox keeps its newest 20,000 calls (adapters/sandbox/state.py)
 
 
+_SOAP_OP = re.compile(r"<(?:[\w-]+:)?Body\b[^>]*>\s*<(?:[\w-]+:)?([\w-]+)")
+_EAI_PROC = re.compile(r"<ufinterface\b[^>]*\bproc=\"(\w+)\"")
+
+
+def _operation(request: str) -> str:
+    """What an XML call asks when its path does not say: the SOAP operation (K3 SOAP's one
+    endpoint) or the U8 EAI ``proc`` (add, query)."""
+    head = request[:2000]
+    m = _SOAP_OP.search(head) or _EAI_PROC.search(head)
+    return f" {m.group(1)}" if m else ""
+
+
 def call_profile(sandbox: Sandbox, system: str, documents: int) -> dict[str, Any]:
     """From the sandbox's call log of ``system`` (all of it: heavy for long runs): the share of the
     drain's time with 0, 1, … calls at the ERP, and the calls per document of each kind (method and
@@ -33,7 +46,7 @@ def call_profile(sandbox: Sandbox, system: str, documents: int) -> dict[str, Any
         shares[level] = shares.get(level, 0.0) + at - last
         level, last = level + step, at
     total = sum(shares.values()) or 1.0
-    kinds = Counter(f"{c['method']} {c['path']}" for c in calls)
+    kinds = Counter(f"{c['method']} {c['path']}{_operation(c['request'])}" for c in calls)
     outcomes = Counter(c["outcome"] for c in calls)
     per_doc = max(documents, 1)
     return {
