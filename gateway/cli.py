@@ -471,7 +471,10 @@ def erp_readback(
     except ConfigError as exc:
         raise _fail(f"{exc.code}: {exc.message_en}" + (f"\n{exc.hint}" if exc.hint else "")) from None
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        report = None
+    if report is None:
+        typer.echo("gateway erp readback: stopped", err=True)
+        raise typer.Exit(0)
     for t in report.targets:
         line = f"{t.target}: {t.orders} delivered orders asked, {t.shipments} shipments seen, {t.recorded} recorded"
         if t.errors:

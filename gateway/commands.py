@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -140,9 +141,10 @@ def readback_targets(config: GatewayConfig, name: str | None) -> dict[str, Targe
 
 async def run_readback(
     settings: Settings, *, target: str | None, once: bool, progress: ReadbackProgress | None = None
-) -> ReadbackReport:
-    """``gateway erp readback``: one round over the targets (``once``), or rounds every interval
-    until interrupted, the first one at once (with GATEWAY_REDIS_URL taking the workers' lock)."""
+) -> ReadbackReport | None:
+    """``gateway erp readback``: one round over the targets (``once``: its report), or rounds every
+    interval until SIGTERM or Ctrl-C (None), the first one at once, with GATEWAY_REDIS_URL taking
+    the workers' lock."""
     from adapters.erp import AdapterContext, make_adapter
     from adapters.redis.connection import redis_client
     from adapters.redis.locks import RedisPollLock
@@ -165,8 +167,14 @@ async def run_readback(
         lock = RedisPollLock(redis) if redis is not None else None
         scheduler = ReadbackScheduler(targets, adapters, uow_factory, SystemClock(), lock=lock, immediately=True)
         scheduler.start()
-        await asyncio.Event().wait()  # until Ctrl-C cancels this task
-        raise AssertionError("unreachable")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)  # as a service: stop between rounds
+        try:
+            await stop.wait()  # or Ctrl-C cancels this task
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+        return None
     finally:
         if scheduler is not None:
             await scheduler.stop()

@@ -336,6 +336,11 @@ class ReadbackScheduler:
         self.metrics = metrics
         self.lock = lock
         self.rounds: dict[str, int] = dict.fromkeys(self.targets, 0)  # rounds run here, per target
+        if metrics is not None:  # the series exist from the start, so an alert on them does too
+            counters = ReadbackMetrics.of(metrics)
+            for name in self.targets:
+                counters.polls.labels(name)
+                counters.shipments.labels(name)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

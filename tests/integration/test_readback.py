@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -124,6 +129,33 @@ def test_a_k3_outbound_bill_becomes_one_shipped_event(gateway: RunningGateway, s
     again = _readback("k3-demo")
     assert "0 new shipments recorded" in again
     assert len(_shipped(gateway, gid)) == 1 and len(_audited(gateway, gid)) == 1
+
+
+def test_the_polling_command_reads_back_at_once_and_stops_on_sigterm(
+    gateway: RunningGateway, sandbox: RunningSandbox
+) -> None:
+    """`gateway erp readback` as a service: its first round at start, then every interval until SIGTERM."""
+    gid, order = _deliver(gateway, "douyin", "01_single_paid.json")
+    with httpx.Client(base_url=sandbox.url, timeout=10) as client:
+        r = client.post("/_sandbox/k3/shipments", json={"order": order["erp"]["document_no"]})
+        assert r.status_code == 200, r.text
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": gateway.database_url,
+        "GATEWAY_SANDBOX_URL": sandbox.url,
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    }
+    env.pop("GATEWAY_CONFIG", None)
+    command = [str(Path(sys.executable).parent / "gateway"), "erp", "readback", "--target", "k3-demo"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        [detail] = gateway.wait_for(lambda: _shipped(gateway, gid), 30, "the polling command's first round")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()
+    assert "stopped" in err.decode()
+    assert detail["shipment_no"] == f"Sales_Delivery:{r.json()['FBillNo']}"
 
 
 # --------------------------------------------------------------------------- two pollers at once
