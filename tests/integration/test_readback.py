@@ -1,8 +1,10 @@
-"""Shipment read-back over loopback: orders delivered by the real gateway (SQLite) to the U8 EAI and
-K3 WebAPI sandboxes, a shipment booked in the ERP as a WMS would, then `gateway erp readback --once`
-records it once (an ``erp.shipped`` timeline entry with the waybill, an ``order.shipped_by_erp``
-audit entry) and a second run records nothing; and two pollers at once, each with its own engine
-as two processes would have, on SQLite and PostgreSQL, record each shipment exactly once."""
+"""Shipment read-back over loopback: orders delivered by the real gateway (SQLite) to the U8 EAI, U8+
+OpenAPI, K3 WebAPI and K3 SOAP sandboxes, a shipment booked in the ERP as a WMS would, then
+`gateway erp readback --once` records it once (an ``erp.shipped`` timeline entry with the waybill,
+an ``order.shipped_by_erp`` audit entry) and a second run records nothing. Two pollers at once,
+each with its own engine as two processes would have, on SQLite and PostgreSQL, record each
+shipment exactly once. And the periodic runs: the embedded worker, two workers sharing the Redis
+lock, and the polling command as a process."""
 
 from __future__ import annotations
 
@@ -28,17 +30,19 @@ from typer.testing import CliRunner
 from adapters.db.engine import create_engine
 from adapters.db.migrate import upgrade
 from adapters.db.uow import SqlUnitOfWorkFactory
+from adapters.erp import AdapterContext, make_adapter
 from adapters.redis.locks import RedisPollLock
 from adapters.u8 import U8EaiAdapter
 from gateway.bootstrap import build_container, build_worker_container
 from gateway.cli import app as cli
 from gateway.clock import SystemClock
-from gateway.config import ReadbackConfig, TargetConfig
+from gateway.config import ReadbackConfig, TargetConfig, load_config
 from gateway.document import document_code
 from gateway.ports import ErpShipment, ErpShipmentLine
 from gateway.readback import ReadbackScheduler, poll_target, record_shipment
 from gateway.settings import Settings
 from tests.integration.test_u8_consignments import consignment, line, ship, written_order
+from tests.integration.test_u8_openapi import ship as ship_u8_openapi
 from tests.support.gateway import REPO, SAMPLES, RunningGateway, gateway_env, run_gateway
 from tests.support.servers import RunningSandbox
 from tests.support.storage import make_order
@@ -128,6 +132,54 @@ def test_a_k3_outbound_bill_becomes_one_shipped_event(gateway: RunningGateway, s
 
     again = _readback("k3-demo")
     assert "0 new shipments recorded" in again
+    assert len(_shipped(gateway, gid)) == 1 and len(_audited(gateway, gid)) == 1
+
+
+def test_a_k3_soap_outstock_becomes_one_shipped_event(gateway: RunningGateway, sandbox: RunningSandbox) -> None:
+    gid, order = _deliver(gateway, "jd", "01_single_wait_stockout.json")
+    spec = {"order": order["erp"]["document_no"], "carrier": "JD", "waybill": "JDVA0000000001"}
+    with httpx.Client(base_url=sandbox.url, timeout=10) as client:
+        r = client.post("/_sandbox/k3soap/shipments", json=spec)
+    assert r.status_code == 200, r.text
+
+    assert "k3soap-demo: 1 delivered orders asked, 1 shipments seen, 1 recorded" in _readback("k3soap-demo")
+    [detail] = _shipped(gateway, gid)
+    assert (detail["shipment_no"], detail["carrier"], detail["waybill_no"]) == (
+        r.json()["BillNO"],
+        "JD",
+        spec["waybill"],
+    )
+    assert "0 new shipments recorded" in _readback("k3soap-demo")
+    assert len(_shipped(gateway, gid)) == 1 and len(_audited(gateway, gid)) == 1
+
+
+async def test_a_u8_openapi_consignment_becomes_one_shipped_event(
+    gateway: RunningGateway, sandbox: RunningSandbox
+) -> None:
+    gid, order = _deliver(gateway, "pinduoduo", "01_single_paid.json")
+    code = order["erp"]["document_no"]
+    (doc,) = sandbox.documents("u8openapi")
+    assert doc["code"] == code
+    item, qty = doc["lines"][0]["inventorycode"], int(doc["lines"][0]["quantity"])
+    db = create_engine(gateway.database_url)
+    try:
+        async with httpx.AsyncClient() as http:
+            ctx = AdapterContext(
+                name="u8-cloud-demo",
+                target=load_config(None).targets["u8-cloud-demo"],
+                http=http,
+                uow_factory=SqlUnitOfWorkFactory(db),
+            )
+            adapter = make_adapter(ctx)
+            number = await ship_u8_openapi(sandbox, adapter, code, item, qty, waybill="YD0000000001")
+    finally:
+        await db.dispose()
+
+    out = await asyncio.to_thread(_readback, "u8-cloud-demo")
+    assert "u8-cloud-demo: 1 delivered orders asked, 1 shipments seen, 1 recorded" in out
+    [detail] = _shipped(gateway, gid)
+    assert (detail["shipment_no"], detail["waybill_no"]) == (number, "YD0000000001")
+    assert "0 new shipments recorded" in await asyncio.to_thread(_readback, "u8-cloud-demo")
     assert len(_shipped(gateway, gid)) == 1 and len(_audited(gateway, gid)) == 1
 
 
