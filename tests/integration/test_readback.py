@@ -341,7 +341,7 @@ async def test_with_redis_one_worker_polls_a_target_per_interval(
         for w in workers:
             await w.stop()
         rounds = [w.rounds["u8"] for w in workers]
-        assert 3 <= sum(rounds) <= 5, rounds  # each worker alone would have run 4
+        assert 2 <= sum(rounds) <= 5, rounds  # one per interval between them; each alone would have run 4
         assert await redis.get("gateway:lock:readback:u8") is not None
         async with uow_factory(write=False) as uow:
             assert len(await uow.erp_shipments.for_order(order.id)) == 1
