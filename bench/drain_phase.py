@@ -178,7 +178,9 @@ def run_phase(
         profiler = profile(workers[0] if workers else serve, run_dir, args) if args.profile else None
         t0_wall, t0 = time.time(), time.monotonic()
         it.post(f"/v1/targets/{target}/resume").raise_for_status()
-        limit_s = max(120.0, 5 * orders / capacity(args))
+        # Generous: a transport may need several calls per document (U8+ OpenAPI: 2, and a look-up
+        # after a 500 reads the day's order list page by page).
+        limit_s = max(300.0, 15 * orders / capacity(args))
         backlog = watch(phase, it, sandbox, orders, t0, limit_s)
         wall = time.monotonic() - t0
         if profiler is not None:
