@@ -156,7 +156,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-drain-"))
     results: list[dict[str, Any]] = []
     started = datetime.now(UTC)
-    console.print(f"tree: {tree_state()}; {os.cpu_count()} CPUs; load {loadavg()}")
+    tree = tree_state()  # the tree measured: taken before the runs, as the tree may change meanwhile
+    console.print(f"tree: {tree}; {os.cpu_count()} CPUs; load {loadavg()}")
     console.print(
         f"drain: {args.orders:,} orders per run, transports {', '.join(args.transports)}, at {args.concurrency}"
         f" calls x {args.service_ms:g} ms (nominal {capacity(args):.0f} calls/s); modes {', '.join(args.mode_list)}"
@@ -194,7 +195,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "tree": tree_state(),
+        "tree": tree,
         "args": {k: str(v) for k, v in vars(args).items()},
         "nominal_per_s": capacity(args),
         "transports": results,
