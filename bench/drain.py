@@ -86,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="gateway worker processes in arq mode (2)")
     ap.add_argument("--direct", type=int, help="documents per direct-drive baseline (default: orders / 5, ≥ 1000)")
     ap.add_argument("--no-faults", action="store_true", help="skip the faulted runs")
+    ap.add_argument(
+        "--no-readback", action="store_true", help="what-if: the target's shipment read-back off (on in the demo)"
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2000 orders, 1000 direct documents")
     ap.add_argument(
         "--env", action="append", default=[], metavar="GATEWAY_X=V", help="extra gateway setting (what-if runs)"

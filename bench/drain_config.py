@@ -147,6 +147,12 @@ def bench_config(args: argparse.Namespace, transport: Transport, mode: str) -> s
     start, end = _section(demo, f"targets.{target}.retry")
     if start >= 0:
         demo = demo[:start] + demo[end:]
+    if getattr(args, "no_readback", False):
+        # What-if: the target's shipment read-back off, so only deliveries call the ERP.
+        start, end = _section(demo, f"targets.{target}.readback")
+        if start >= 0:
+            block = re.sub(r"^enabled = true$", "enabled = false", demo[start:end], flags=re.M)
+            demo = demo[:start] + block + demo[end:]
     start, end = _section(demo, f"targets.{target}")
     head = re.sub(r"^concurrency = \d+$", f"concurrency = {args.concurrency}", demo[start:end], flags=re.M)
     demo = demo[:start] + head + demo[end:]
