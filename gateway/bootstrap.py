@@ -331,4 +331,5 @@ def _wire_readback(container: Container, *, lock: RedisPollLock | None) -> None:
             container.clock,
             metrics=container.metrics,
             lock=lock,
+            limiter=container.limiter,  # its calls count against the target's concurrency, as deliveries do
         )

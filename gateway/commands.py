@@ -147,6 +147,7 @@ async def run_readback(
     the workers' lock."""
     from adapters.erp import AdapterContext, make_adapter
     from adapters.redis.connection import redis_client
+    from adapters.redis.limits import RedisConcurrencyLimiter
     from adapters.redis.locks import RedisPollLock
 
     targets = readback_targets(load_config(settings.config_path), target)
@@ -162,10 +163,14 @@ async def run_readback(
         for name, t in targets.items():
             ctx = AdapterContext(name=name, target=t, http=http, redis=redis, uow_factory=uow_factory)
             adapters[name] = make_adapter(ctx)
+        # With Redis, the calls take the targets' shared concurrency permits, as the workers' do.
+        limiter = RedisConcurrencyLimiter(redis, {n: t.limits for n, t in targets.items()}) if redis else None
         if once:
-            return await poll_once(targets, adapters, uow_factory, SystemClock(), progress=progress)
+            return await poll_once(targets, adapters, uow_factory, SystemClock(), progress=progress, limiter=limiter)
         lock = RedisPollLock(redis) if redis is not None else None
-        scheduler = ReadbackScheduler(targets, adapters, uow_factory, SystemClock(), lock=lock, immediately=True)
+        scheduler = ReadbackScheduler(
+            targets, adapters, uow_factory, SystemClock(), lock=lock, immediately=True, limiter=limiter
+        )
         scheduler.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -38,6 +40,7 @@ from gateway.clock import Clock
 from gateway.config import TargetConfig
 from gateway.document import document_code
 from gateway.errors import GatewayError, RetryableError
+from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, ErpShipment, ErpShipmentRecord, OrderRecord, UnitOfWorkFactory
@@ -131,8 +134,11 @@ async def poll_target(
     *,
     metrics: Metrics | None = None,
     progress: Progress | None = None,
+    limiter: ConcurrencyLimiter | None = None,
 ) -> TargetReport:
-    """One round over ``name``: every awaiting order asked about once, new shipments recorded."""
+    """One round over ``name``: every awaiting order asked about once, new shipments recorded.
+    With ``limiter`` each call holds one of the target's concurrency permits, as a delivery does:
+    reading back must never put more calls on the legacy ERP than ``[targets.X.limits]`` allows."""
     cfg = target.readback
     counters = ReadbackMetrics.of(metrics) if metrics is not None else None
     report = TargetReport(target=name)
@@ -152,7 +158,8 @@ async def poll_target(
         since = min((o.created_at or changed_since) for o in orders) - SINCE_MARGIN
         report.orders += len(orders)
         try:
-            shipments = await adapter.shipments(list(by_code), since=since)
+            async with _permit(limiter, name):
+                shipments = await adapter.shipments(list(by_code), since=since)
         except Exception as exc:  # noqa: BLE001 - any failure ends this batch, never the loop
             code = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
             report.errors += 1
@@ -283,6 +290,7 @@ async def poll_once(
     *,
     metrics: Metrics | None = None,
     progress: Progress | None = None,
+    limiter: ConcurrencyLimiter | None = None,
 ) -> ReadbackReport:
     """One round over each of ``targets``, one after another; a target that fails (or whose
     round crashes) is reported and the others still run."""
@@ -290,7 +298,7 @@ async def poll_once(
     for name, target in targets.items():
         try:
             result = await poll_target(
-                name, target, adapters[name], uow_factory, clock, metrics=metrics, progress=progress
+                name, target, adapters[name], uow_factory, clock, metrics=metrics, progress=progress, limiter=limiter
             )
         except Exception:  # the database, say: reported, and the next target still runs
             log.exception("shipment read-back round crashed", target=name)
@@ -327,8 +335,10 @@ class ReadbackScheduler:
         metrics: Metrics | None = None,
         lock: PollLock | None = None,
         immediately: bool = False,
+        limiter: ConcurrencyLimiter | None = None,
     ) -> None:
         self.immediately = immediately
+        self.limiter = limiter
         self.targets = enabled_targets(targets)
         self.adapters = adapters
         self.uow_factory = uow_factory
@@ -374,10 +384,53 @@ class ReadbackScheduler:
                 return None
             self.rounds[name] += 1
             return await poll_target(
-                name, self.targets[name], self.adapters[name], self.uow_factory, self.clock, metrics=self.metrics
+                name,
+                self.targets[name],
+                self.adapters[name],
+                self.uow_factory,
+                self.clock,
+                metrics=self.metrics,
+                limiter=self.limiter,
             )
         except Exception as exc:  # never end the loop: Redis or the database may be back next time
             log.exception("shipment read-back round failed", target=name, error=type(exc).__name__)
             if self.metrics is not None:
                 ReadbackMetrics.of(self.metrics).errors.labels(name, type(exc).__name__).inc()
             return None
+
+
+PERMIT_WAIT_S = 30.0
+"""How long a read-back call waits for one of its target's concurrency permits before the round
+ends (deliveries keep the ERP busy: the next round asks again)."""
+
+
+@contextlib.asynccontextmanager
+async def _permit(limiter: ConcurrencyLimiter | None, target: str) -> AsyncIterator[None]:
+    """Hold one of ``target``'s concurrency permits for the block (none to take without a limiter).
+
+    Raises:
+        RetryableError: no permit within ``PERMIT_WAIT_S``, or the shared limits are unreachable.
+    """
+    if limiter is None:
+        yield
+        return
+    deadline = time.monotonic() + PERMIT_WAIT_S
+    try:
+        permit = await limiter.acquire(target)
+        while permit is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05 + 0.1 * random.random())
+            permit = await limiter.acquire(target)
+    except LimitsUnavailableError as exc:
+        raise RetryableError(
+            "the concurrency limits are unreachable", "并发限制存储不可用", hint="Check Redis"
+        ) from exc
+    if permit is None:
+        raise RetryableError(
+            f"no free call slot for {target} within {PERMIT_WAIT_S:.0f} s: deliveries use them all",
+            f"{PERMIT_WAIT_S:.0f} 秒内 {target} 没有空闲的调用名额：投递占满了",
+            hint="The next round asks again; raise [targets.X.limits] concurrency if the ERP can take more",
+        )
+    try:
+        yield
+    finally:
+        await limiter.release(permit)

@@ -278,3 +278,32 @@ async def test_the_scheduler_runs_a_round_each_interval_and_stops():
     finally:
         await scheduler.stop()
     assert scheduler.rounds["u8"] == 1 and len(timeline(uow, 1)) == 1
+
+
+async def test_each_call_holds_one_of_the_targets_permits_and_a_full_erp_ends_the_round(monkeypatch):
+    """Reading back counts against [targets.X.limits] like a delivery: the call runs holding a
+    permit (given back after), and when deliveries hold them all it waits, then ends the round."""
+    from gateway.limits import InProcessConcurrencyLimiter, LimitsConfig
+
+    uow, clock = FakeUnitOfWorkFactory(), NowClock()
+    limiter = InProcessConcurrencyLimiter({"u8": LimitsConfig(concurrency=1)})
+    seen: list[int] = []
+
+    class CountingErp(ScriptedErp):
+        async def shipments(self, codes: Sequence[str], *, since: datetime) -> list[ErpShipment]:
+            seen.append(limiter.in_use("u8"))
+            return await super().shipments(codes, since=since)
+
+    erp = CountingErp()
+    erp.ship(await add_order(uow, 1), "0000000001", ("030101", 2))
+    report = await poll_target("u8", target(), erp, uow, clock, limiter=limiter)
+    assert report.recorded == 1 and seen == [1] and limiter.in_use("u8") == 0
+
+    erp.ship(await add_order(uow, 2), "0000000002", ("030101", 2))
+    held = await limiter.acquire("u8")  # a delivery holds the only slot
+    assert held is not None
+    monkeypatch.setattr("gateway.readback.PERMIT_WAIT_S", 0.3)
+    blocked = await poll_target("u8", target(), erp, uow, clock, limiter=limiter)
+    assert (blocked.recorded, blocked.errors, blocked.error) == (0, 1, "ERP_UNAVAILABLE") and seen == [1]
+    await limiter.release(held)
+    assert (await poll_target("u8", target(), erp, uow, clock, limiter=limiter)).recorded == 1
