@@ -227,3 +227,16 @@ def test_explicit_amounts_that_disagree_are_refused(entry, message):
     line = {"inventorycode": "030101", "quantity": 2, "taxrate": 13, **entry}
     with pytest.raises(ValueError, match=message):
         build_request(make_doc(entries=[line]), sender="101")
+
+
+def test_the_code_tables_book_a_shop_by_its_row_and_the_others_by_the_targets_params(demo):
+    """sales_types / departments / persons (values/demo-u8.toml) are code tables by shop: the
+    Pinduoduo shop has a row (sales type 02), the others fall back ("*") to the target's params."""
+    config = demo[0]
+    params = config.targets[U8_TARGET].params
+    for seq, (platform, name) in enumerate(SAMPLES[:1] + [s for s in SAMPLES if s[0] == "pinduoduo"][:1], start=900):
+        _, xml = generated(platform, name, demo, seq)
+        header = {el.tag: el.text for el in xml.find("saleorder/header")}
+        expected_type = "02" if platform == "pinduoduo" else str(params["sales_type"])
+        assert header["typecode"] == expected_type, platform
+        assert (header["deptcode"], header["personcode"]) == (str(params["department"]), str(params["person"]))
