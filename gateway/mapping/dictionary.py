@@ -142,8 +142,12 @@ class CompiledDictionary:
         return self.mapper(root, self.lookups if lookups is None else lookups, prefix)
 
     def translate_object(self, obj: dict[str, Any], lookups: dict[str, dict[str, Any]] | None = None) -> Any:
-        """Translate an object that is already the root (outbound documents)."""
-        return self.mapper(obj, self.lookups if lookups is None else lookups, "")
+        """Translate an object that is already the root (outbound documents). ``lookups`` (the
+        target's value tables) replace the dictionary's own declared tables of the same name; the
+        others stay as the dictionary's defaults (``[dictionary] values``)."""
+        if lookups is None:
+            return self.mapper(obj, self.lookups, "")
+        return self.mapper(obj, {**self.lookups, **lookups} if self.lookups else lookups, "")
 
     def unknown_fields(self, payload: Any) -> list[str]:
         """Source paths present in the payload that the dictionary neither maps nor ignores."""
