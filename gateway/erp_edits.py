@@ -78,27 +78,33 @@ def document_changes(changes: OrderChanges) -> list[str]:
     return out
 
 
-def plan_edit(old: dict[str, Any], new: dict[str, Any]) -> tuple[EditPlan | None, OrderChanges]:
-    """What a newer canonical version ``new`` of an order whose document is in the ERP asks for."""
+def plan_edit(
+    old: dict[str, Any], new: dict[str, Any], *, shipped_in_erp: bool = False
+) -> tuple[EditPlan | None, OrderChanges]:
+    """What a newer canonical version ``new`` of an order whose document is in the ERP asks for.
+    ``shipped_in_erp``: the ERP recorded a shipment of it (read back, ``gateway.readback``), which
+    holds an edit or a cancellation as the platform's own shipped status does."""
     changes = diff_orders(old, new)
     status = new.get("status")
     if status in CANCEL_STATUSES:
         if old.get("status") in CANCEL_STATUSES:
             return None, changes  # cancelled already: its cancel is queued or done
         # Closed after the goods left: a return to book in the ERP, not a cancellation.
-        return ("hold" if old.get("status") in SHIPPED_STATUSES else "cancel"), changes
+        return ("hold" if shipped_in_erp or old.get("status") in SHIPPED_STATUSES else "cancel"), changes
     if not document_changes(changes):
         return None, changes
-    return ("hold" if status in SHIPPED_STATUSES else "update"), changes
+    return ("hold" if shipped_in_erp or status in SHIPPED_STATUSES else "update"), changes
 
 
-def _held_violation(status: str) -> Violation:
+def _held_violation(status: str, *, shipped_in_erp: bool = False) -> Violation:
+    who_en = "The ERP recorded a shipment of the order" if shipped_in_erp else "The platform says the order has shipped"
+    who_zh = "ERP 已记录该订单发货" if shipped_in_erp else "平台显示订单已发货"
     if status in CANCEL_STATUSES:
         return Violation(
             rule=EDIT_HOLD_RULE,
             severity="hold",
             message_en=(
-                f"The platform closed the order after it shipped ({status}): the ERP document is not cancelled; "
+                f"The platform closed the order ({status}) after it shipped: the ERP document is not cancelled; "
                 "book the return in the ERP"
             ),
             message_zh=f"订单发货后被平台关闭（{status}）：ERP 单据不作废；请在 ERP 中办理退货",
@@ -108,12 +114,10 @@ def _held_violation(status: str) -> Violation:
         rule=EDIT_HOLD_RULE,
         severity="hold",
         message_en=(
-            f"The platform says the order has shipped ({status}): the change is not sent to the ERP document; "
+            f"{who_en} ({status}): the change is not sent to the ERP document; "
             "agree it with the warehouse and edit the ERP document by hand if it still applies"
         ),
-        message_zh=(
-            f"平台显示订单已发货（{status}）：本次修改未同步到 ERP 单据；请与仓库确认，如仍需修改请在 ERP 中手工修改"
-        ),
+        message_zh=f"{who_zh}（{status}）：本次修改未同步到 ERP 单据；请与仓库确认，如仍需修改请在 ERP 中手工修改",
         path="status",
     )
 
@@ -130,7 +134,8 @@ async def queue_edit(
 ) -> EditPlan | None:
     """Queue the edit a newer version ``new`` of ``order`` (document in the ERP, built from ``old``)
     asks for, or record why it is held; return what was done. Writes in ``uow``; no commit."""
-    plan, changes = plan_edit(old, new)
+    shipped_in_erp = bool(await uow.erp_shipments.for_order(order.id))
+    plan, changes = plan_edit(old, new, shipped_in_erp=shipped_in_erp)
     if plan is None:
         return None
     target = order.erp_target or ""
@@ -147,7 +152,7 @@ async def queue_edit(
             actor=actor, action=f"erp.{plan}_queued", subject_type="order", subject_id=order.id, data=detail
         )
         return plan
-    violation = _held_violation(str(new.get("status")))
+    violation = _held_violation(str(new.get("status")), shipped_in_erp=shipped_in_erp)
     record = InterceptRecord(
         id=new_id(),
         platform=order.platform,

@@ -45,12 +45,14 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.db.audit_log import Draft, draft, seal
+from adapters.db.erp_shipments import SqlErpShipmentRepository
 from adapters.db.pg_group_stock import FingerprintRow, StockWrites, check_group, write_group
 from adapters.db.repositories import PAYLOAD_ZLIB_LEVEL, SqlOrderRepository, binding_from_row, utcnow
 from adapters.db.stock import SqlFingerprintRepository, SqlStockRepository
 from gateway.errors import Conflict
 from gateway.ports import (
     Binding,
+    ErpShipmentRecord,
     FingerprintMatch,
     InterceptRecord,
     OrderRecord,
@@ -428,6 +430,7 @@ class GroupedUnitOfWork:
         self.intercepts = _Intercepts(self)
         self.stock = _Stock(self)
         self.fingerprints = _Fingerprints(self)
+        self.erp_shipments = _ErpShipments(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -610,3 +613,14 @@ class _Fingerprints:
             return await SqlFingerprintRepository(conn).matches(
                 fingerprint, since=since, exclude_order_id=exclude_order_id
             )
+
+
+class _ErpShipments:
+    """Reads only: whether the ERP recorded a shipment of an order (a newer version's edit is held)."""
+
+    def __init__(self, uow: GroupedUnitOfWork) -> None:
+        self._uow = uow
+
+    async def for_order(self, order_id: str) -> list[ErpShipmentRecord]:
+        async with self._uow._db.engine.connect() as conn:
+            return await SqlErpShipmentRepository(conn).for_order(order_id)

@@ -320,3 +320,34 @@ async def test_a_version_closed_after_shipment_holds_with_the_return_reason(runt
     (why,) = held.violations
     assert "book the return in the ERP" in why["message_en"] and "退货" in why["message_zh"]
     assert (await _order(uow, gid)).state == "delivered" and erp.calls == ["submit"]
+
+
+async def test_a_change_after_the_erp_recorded_a_shipment_is_held_though_the_platform_is_behind(runtime) -> None:
+    """Shipments read back from the ERP (gateway.readback) count as shipped: the platform still says
+    the order waits for shipment, but the edit is held with the ERP's shipment as the reason."""
+    from datetime import UTC, datetime
+
+    from gateway.ports import ErpShipmentRecord
+
+    erp = FakeErp()
+    uow, clock, deps, gid = await _delivered(runtime, erp)
+    async with uow() as u:
+        record = ErpShipmentRecord(
+            target="u8-demo",
+            shipment_no="0000000007",
+            order_id=gid,
+            document_code=DOC,
+            event_id=f"erp:u8-demo:0000000007:{DOC}",
+            recorded_at=datetime.now(UTC),
+        )
+        assert await u.erp_shipments.add_if_new(record)
+        await u.commit()
+    await _post(runtime, deps, version(10, **MOVED))  # the platform has not caught up
+    assert await _rows(uow) == [("deliver", "done")]  # no edit sent
+    async with uow(write=False) as u:
+        ((_, held),) = u.intercepts._s.intercepts
+    (why,) = held.violations
+    assert held.rule_codes == [EDIT_HOLD_RULE] and "The ERP recorded a shipment" in why["message_en"]
+    assert "ERP 已记录该订单发货" in why["message_zh"]
+    assert plan_edit({"status": "READY_TO_SHIP"}, {"status": "CANCELLED"}, shipped_in_erp=True)[0] == "hold"
+    assert erp.calls == ["submit"]
