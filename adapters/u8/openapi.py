@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from adapters.erp import written_earlier
 from adapters.u8.eai_errors import hint as u8_hint  # U8's own texts: the relay writes through EAI (§2)
 from adapters.u8.openapi_json import build_saleorder, code_only
-from adapters.u8.openapi_reads import OrderReader
+from adapters.u8.openapi_reads import MAX_PAGES, OrderReader
 from adapters.u8.openapi_session import TOKEN_ERRCODES, OpenApiSession, unknown
 from gateway.errors import ConfigError, PermanentError
 from gateway.ports import ErpDocument, ErpReceipt, ErpShipment, UnitOfWorkFactory
@@ -52,6 +52,7 @@ class U8OpenApiAdapter:
         edit_path: (inferred) The path of the edit API.
         delete_path: (inferred) The path of the delete API.
         rows_per_page: Rows asked per page of a list API.
+        max_pages: Pages of one list read at most (a look-up reads the order's day).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class U8OpenApiAdapter:
         edit_path: str = "/api/saleorder/edit",
         delete_path: str = "/api/saleorder/delete",
         rows_per_page: int = 200,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self._target = target
         self.session = session  # public: its token and raw calls serve operators' tools and tests
@@ -75,7 +77,7 @@ class U8OpenApiAdapter:
         self._poll_max_s = poll_max_s
         self._edit_path = edit_path
         self._delete_path = delete_path
-        self._reads = OrderReader(session, rows_per_page=rows_per_page)
+        self._reads = OrderReader(session, rows_per_page=rows_per_page, max_pages=max_pages)
 
     async def submit(self, doc: ErpDocument) -> ErpReceipt:
         """Add the sale order ``doc.code`` through ``saleorder/add`` with its stored trade id.
@@ -266,7 +268,7 @@ def from_target(ctx: AdapterContext) -> U8OpenApiAdapter:
     """The adapter of a ``transport = "u8_openapi"`` target (``adapters.erp``).
 
     Options (``[targets.X.options]``): ``sync`` (default true), ``poll_first_s``, ``poll_max_s``,
-    ``edit_path``, ``delete_path`` (inferred APIs), ``rows_per_page``, ``token_errcodes``.
+    ``edit_path``, ``delete_path`` (inferred APIs), ``rows_per_page``, ``max_pages``, ``token_errcodes``.
     """
     creds = ctx.require("app_key", "app_secret", "from_account", "to_account")
     if ctx.uow_factory is None:
@@ -293,4 +295,5 @@ def from_target(ctx: AdapterContext) -> U8OpenApiAdapter:
         edit_path=str(options.get("edit_path", "/api/saleorder/edit")),
         delete_path=str(options.get("delete_path", "/api/saleorder/delete")),
         rows_per_page=int(options.get("rows_per_page", 200)),
+        max_pages=int(options.get("max_pages", MAX_PAGES)),
     )

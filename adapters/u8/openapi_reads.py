@@ -21,15 +21,16 @@ from gateway.ports import ErpShipment, ErpShipmentLine
 
 #: U8 keeps calendar days in the account set's local time (mainland China).
 U8_ZONE = ZoneInfo("Asia/Shanghai")
-MAX_PAGES = 50  # a list longer than this many pages is read no further (the caller is told)
+MAX_PAGES = 50  # default: a list longer than this many pages is read no further (the caller is told)
 
 
 class OrderReader:
     """Reads through the list and get APIs of one relay session."""
 
-    def __init__(self, session: OpenApiSession, *, rows_per_page: int = 200) -> None:
+    def __init__(self, session: OpenApiSession, *, rows_per_page: int = 200, max_pages: int = MAX_PAGES) -> None:
         self._session = session
         self._rows = max(1, min(rows_per_page, 8000))
+        self._pages = max(1, max_pages)
 
     async def find_order(self, code: str, day: date | None) -> dict[str, Any] | None:
         """The ``saleorderlist`` row of ``code`` on ``day`` (any day when None); None when absent."""
@@ -84,8 +85,8 @@ class OrderReader:
         ]
 
     async def _rows_of(self, path: str, key: str, params: dict[str, str], code: str):  # noqa: ANN202
-        """Every row of a paged list API (an async iterator), up to ``MAX_PAGES`` pages."""
-        for index in range(1, MAX_PAGES + 1):
+        """Every row of a paged list API (an async iterator), up to ``max_pages`` pages."""
+        for index in range(1, self._pages + 1):
             query = {**params, "page_index": str(index), "rows_per_page": str(self._rows)}
             reply = await self._session.call("GET", path, code=code, params=query)
             rows = reply.get(key)
@@ -97,7 +98,7 @@ class OrderReader:
             pages = reply.get("page_count")
             if len(rows) < self._rows or (isinstance(pages, int) and index >= pages):
                 return
-        raise unknown(code, f"{path} has more than {MAX_PAGES} pages; narrow the dates")
+        raise unknown(code, f"{path} has more than {self._pages} pages; raise the target's options.max_pages")
 
 
 def _qty(value: Any) -> int:

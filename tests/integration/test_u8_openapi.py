@@ -511,3 +511,23 @@ async def test_async_results_that_prove_nothing_are_unknown(uow_factory, result_
                 await made.make(sync=False).submit(make_doc())
         finally:
             await made.close()
+
+
+async def test_a_lookup_reads_at_most_max_pages_of_the_day_then_is_unknown(sandbox, adapters):
+    """The look-up reads the order's day page by page; past ``options.max_pages`` it is an unknown
+    outcome that names the option, and with enough pages it finds the order."""
+    docs = [make_doc(code=code, header={**make_doc().header, "code": code}) for code in ("GW00000101", "GW00000102")]
+    writer = adapters.make()
+    for doc in docs:
+        await writer.submit(doc)
+    short = adapters.make(rows_per_page=1, max_pages=1)  # one order of the day is read, not two
+    outcomes = []
+    for doc in docs:
+        try:
+            outcomes.append((await short.lookup(doc)) is not None)
+        except UnknownOutcomeError as exc:
+            assert "max_pages" in exc.message_en
+            outcomes.append("unknown")
+    assert sorted(map(str, outcomes)) == ["True", "unknown"]
+    enough = adapters.make(rows_per_page=1, max_pages=5)
+    assert all([await enough.lookup(doc) for doc in docs])
