@@ -332,4 +332,6 @@ def _wire_readback(container: Container, *, lock: RedisPollLock | None) -> None:
             metrics=container.metrics,
             lock=lock,
             limiter=container.limiter,  # its calls count against the target's concurrency, as deliveries do
+            lines=container.lines,  # and a stopped line or an open circuit stops them too
+            circuits=container.circuits,
         )

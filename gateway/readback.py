@@ -36,11 +36,13 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from gateway.circuit import CircuitBoard
 from gateway.clock import Clock
 from gateway.config import TargetConfig
 from gateway.document import document_code
 from gateway.errors import GatewayError, RetryableError
 from gateway.limits import ConcurrencyLimiter, LimitsUnavailableError
+from gateway.lines import StopLines
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ports import ErpAdapter, ErpShipment, ErpShipmentRecord, OrderRecord, UnitOfWorkFactory
@@ -336,9 +338,13 @@ class ReadbackScheduler:
         lock: PollLock | None = None,
         immediately: bool = False,
         limiter: ConcurrencyLimiter | None = None,
+        lines: StopLines | None = None,
+        circuits: CircuitBoard | None = None,
     ) -> None:
         self.immediately = immediately
         self.limiter = limiter
+        self.lines = lines  # a stopped line: no read-back calls either
+        self.circuits = circuits  # an open (or probing) circuit: the ERP is left alone
         self.targets = enabled_targets(targets)
         self.adapters = adapters
         self.uow_factory = uow_factory
@@ -353,6 +359,13 @@ class ReadbackScheduler:
                 counters.shipments.labels(name)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _paused(self, name: str) -> bool:
+        if self.lines is not None and self.lines.is_stopped(name):
+            return True
+        if self.circuits is not None:
+            return (await self.circuits.read([name])).get(name, "closed") != "closed"
+        return False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -378,8 +391,12 @@ class ReadbackScheduler:
             await self.run_round(name, ttl_s=interval * 0.9)
 
     async def run_round(self, name: str, *, ttl_s: float) -> TargetReport | None:
-        """One round over ``name`` if the lock allows it; None when another worker holds it."""
+        """One round over ``name`` if the lock allows it; None when another worker holds it, or
+        when the target's line is stopped or its circuit is not closed (the ERP is down or being
+        probed by deliveries: reading back waits for the next round)."""
         try:
+            if await self._paused(name):
+                return None
             if self.lock is not None and not await self.lock.acquire(f"readback:{name}", ttl_s):
                 return None
             self.rounds[name] += 1

@@ -307,3 +307,29 @@ async def test_each_call_holds_one_of_the_targets_permits_and_a_full_erp_ends_th
     assert (blocked.recorded, blocked.errors, blocked.error) == (0, 1, "ERP_UNAVAILABLE") and seen == [1]
     await limiter.release(held)
     assert (await poll_target("u8", target(), erp, uow, clock, limiter=limiter)).recorded == 1
+
+
+async def test_a_stopped_line_or_a_circuit_that_is_not_closed_pauses_the_reading_back():
+    """The ERP is left alone while its line is stopped or its circuit open: no round, no call."""
+    from gateway.circuit import CircuitConfig, Circuits
+    from gateway.lines import StopLines
+
+    uow, clock = FakeUnitOfWorkFactory(), NowClock()
+    erp = ScriptedErp()
+    erp.ship(await add_order(uow, 1), "S1", ("030101", 2))
+    targets, adapters = {"u8": target("u8")}, {"u8": erp}
+    lines = StopLines(targets, uow, clock)
+    lines.stopped = {"u8"}
+    stopped = ReadbackScheduler(targets, adapters, uow, clock, lines=lines)
+    assert await stopped.run_round("u8", ttl_s=0.9) is None and erp.calls == []
+
+    circuits = Circuits({"u8": CircuitConfig(failure_threshold=1, open_seconds=60)})
+    ticket = await circuits.allow("u8")
+    await circuits.record("u8", ticket, "failure")  # a delivery failed: the circuit opens
+    tripped = ReadbackScheduler(targets, adapters, uow, clock, circuits=circuits)
+    assert await tripped.run_round("u8", ttl_s=0.9) is None and erp.calls == []
+
+    lines.stopped = set()
+    running = ReadbackScheduler(targets, adapters, uow, clock, lines=lines, circuits=Circuits())
+    report = await running.run_round("u8", ttl_s=0.9)
+    assert report is not None and report.recorded == 1
