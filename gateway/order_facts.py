@@ -77,9 +77,7 @@ async def gather_facts(
     stock = None
     if needs_stock(ruleset):
         skus = {ln.merchant_sku for ln in order.lines if ln.merchant_sku} | gift_skus(ruleset.actions)
-        stock = {}
-        for level in await uow.stock.levels(sorted(skus)) if skus else ():
-            stock.setdefault(level.sku, {})[level.warehouse] = level
+        stock = await _levels_by_sku(uow, skus)
     return Facts(
         now=now,
         previous=previous,
@@ -92,6 +90,14 @@ async def gather_facts(
     )
 
 
+async def _levels_by_sku(uow: UnitOfWork, skus: set[str]) -> dict[str, dict[str, StockLevel]]:
+    """The stock levels of ``skus``: SKU → warehouse → level (none read for no SKU)."""
+    stock: dict[str, dict[str, StockLevel]] = {}
+    for level in await uow.stock.levels(sorted(skus)) if skus else ():
+        stock.setdefault(level.sku, {})[level.warehouse] = level
+    return stock
+
+
 def timeline_detail(facts: Facts) -> dict[str, Any]:
     """What a new version changed, for its ``order.updated`` timeline entry and audit entry."""
     if facts.changes is None:
@@ -102,27 +108,37 @@ def timeline_detail(facts: Facts) -> dict[str, Any]:
     return detail
 
 
-def reservations(order: CanonicalOrder, facts: Facts, ruleset: Ruleset, tables: dict[str, Any]) -> list[Reservation]:
-    """What the order holds of stock: each SKU that has a count, in the warehouse the actions
-    chose (else in its warehouse with the most available). A SKU nobody counted holds nothing: its
-    first count will include the order. With OVERSELL on, each is guarded by its safety stock
-    (``StockRepository.reserve`` refuses it when another order took the stock since the facts
-    were read)."""
-    stock = facts.stock or {}
-    guard = ruleset.active("OVERSELL")
-    params = ruleset.rules["OVERSELL"].params if guard else {}
-    safety_table = tables.get(str(params.get("safety_table", "safety_stock"))) or {}
+def placements(order: CanonicalOrder, stock: dict[str, dict[str, StockLevel]]) -> list[tuple[str, str, int]]:
+    """Where the order takes its stock, (sku, warehouse, qty): each SKU that has a count, in the
+    warehouse the actions chose (else in its warehouse with the most available). A SKU nobody
+    counted takes nothing: its first count will include the order."""
     out = []
     for sku, qty in wanted(order).items():
         levels = stock.get(sku, {})
         warehouse = order.fulfilment.warehouse
         if warehouse is None and levels:
             warehouse = max(levels.values(), key=lambda lv: lv.available).warehouse
-        if warehouse not in levels:
-            continue
-        floor = int(safety_table.get(sku, params.get("safety", 0))) if guard else None
-        out.append(Reservation(sku=sku, warehouse=warehouse, qty=qty, floor=floor))
+        if warehouse in levels:
+            out.append((sku, warehouse, qty))
     return out
+
+
+def reservations(order: CanonicalOrder, facts: Facts, ruleset: Ruleset, tables: dict[str, Any]) -> list[Reservation]:
+    """What the order holds of stock (``placements``). With OVERSELL on, each is guarded by its
+    safety stock (``StockRepository.reserve`` refuses it when another order took the stock since
+    the facts were read)."""
+    guard = ruleset.active("OVERSELL")
+    params = ruleset.rules["OVERSELL"].params if guard else {}
+    safety_table = tables.get(str(params.get("safety_table", "safety_stock"))) or {}
+    return [
+        Reservation(
+            sku=sku,
+            warehouse=warehouse,
+            qty=qty,
+            floor=int(safety_table.get(sku, params.get("safety", 0))) if guard else None,
+        )
+        for sku, warehouse, qty in placements(order, facts.stock or {})
+    ]
 
 
 async def record_facts(
@@ -162,25 +178,11 @@ async def record_facts(
 
 
 async def reserve_approved(uow: UnitOfWork, order_id: str, canonical: dict[str, Any], *, now: datetime) -> None:
-    """A held order a person approved holds its stock from now on, like an accepted one, but
-    without a safety-stock guard: approving an order held for OVERSELL is the decision to take
-    the stock anyway. Only SKUs that have a count are reserved (a shop that reports no stock
-    reserves nothing), in the warehouse the actions chose, else the one with the most available."""
+    """A held order a person approved holds its stock from now on, as an accepted one does
+    (``placements``), but without a safety-stock guard: approving an order held for OVERSELL is
+    the decision to take the stock anyway."""
     order = msgspec.convert(canonical, CanonicalOrder)
-    qty = wanted(order)
-    if not qty:
-        return
-    levels: dict[str, list[StockLevel]] = {}
-    for level in await uow.stock.levels(sorted(qty)):
-        levels.setdefault(level.sku, []).append(level)
-    items = []
-    for sku, n in qty.items():
-        found = levels.get(sku)
-        if not found:
-            continue
-        chosen = order.fulfilment.warehouse
-        if chosen not in {lv.warehouse for lv in found}:
-            chosen = max(found, key=lambda lv: lv.available).warehouse
-        items.append(Reservation(sku=sku, warehouse=chosen, qty=n))
+    stock = await _levels_by_sku(uow, set(wanted(order)))
+    items = [Reservation(sku=sku, warehouse=wh, qty=qty) for sku, wh, qty in placements(order, stock)]
     if items:
         await uow.stock.reserve(order_id, items, at=now)
