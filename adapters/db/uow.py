@@ -23,7 +23,8 @@ from adapters.db.erp_handles import SqlErpHandleRepository
 from adapters.db.erp_shipments import SqlErpShipmentRepository
 from adapters.db.intercepts import SqlInterceptRepository
 from adapters.db.outbox import SqlOutbox
-from adapters.db.pg_group import GroupedUnitOfWork, PgGroupCommitter
+from adapters.db.pg_group import PgGroupCommitter
+from adapters.db.pg_group_unit import GroupedUnitOfWork
 from adapters.db.refunds import SqlRefundRepository
 from adapters.db.repositories import (
     SqlApiKeyRepository,

@@ -178,7 +178,7 @@ async def test_a_release_by_a_newer_version_never_undoes_a_decision_made_meanwhi
 
     import msgspec
 
-    from adapters.db import pg_group
+    from adapters.db import pg_group_unit
     from adapters.db.engine import create_engine
     from adapters.db.migrate import upgrade
     from adapters.db.uow import SqlUnitOfWorkFactory
@@ -213,7 +213,7 @@ async def test_a_release_by_a_newer_version_never_undoes_a_decision_made_meanwhi
         first = await submit(held)
         assert first.status_code == 202 and first.body["status"] == "held"
         order_id = first.order_id
-        original_get = pg_group._Orders.get
+        original_get = pg_group_unit._Orders.get
         decided: list[dict] = []
 
         async def get_then_someone_decides(self, gateway_id: str):
@@ -227,7 +227,7 @@ async def test_a_release_by_a_newer_version_never_undoes_a_decision_made_meanwhi
                 )
             return stored
 
-        monkeypatch.setattr(pg_group._Orders, "get", get_then_someone_decides)
+        monkeypatch.setattr(pg_group_unit._Orders, "get", get_then_someone_decides)
         second = await submit(msgspec.json.encode(released))
         assert decided and decided[0]["state"] == "cancelled"
         assert second.status_code == 202 and second.outcome == "updated"
