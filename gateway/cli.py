@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
 
 import typer
 
+from gateway.cli_common import BY, fail
+from gateway.cli_erp import erp_app
+from gateway.cli_mappings import mappings_app
 from gateway.settings import load_settings
 
 app = typer.Typer(
@@ -23,11 +25,10 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(mappings_app, name="mappings")
+app.add_typer(erp_app, name="erp")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -67,7 +68,7 @@ def worker(
 
     settings = load_settings()
     if not settings.redis_url:
-        raise _fail(
+        raise fail(
             "gateway worker needs GATEWAY_REDIS_URL (e.g. redis://127.0.0.1:6379/0).\n"
             "Without Redis, `gateway serve` delivers with its embedded worker: no separate worker is needed."
         )
@@ -121,7 +122,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     try:
         upgrade(settings.database_url, revision)
     except Exception as exc:
-        raise _fail(
+        raise fail(
             f"migration failed: {exc}\nCheck GATEWAY_DATABASE_URL and that the database is reachable."
         ) from None
     typer.echo(f"database at revision {current(settings.database_url)}")
@@ -136,7 +137,7 @@ def keys_create(
     from gateway.commands import ROLES, create_key
 
     if role not in ROLES:
-        raise _fail(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise fail(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     settings = load_settings()
     key = asyncio.run(create_key(settings, role=role, label=label))
     typer.echo(key)
@@ -160,7 +161,7 @@ def audit_verify(
         try:
             pinned = decode_anchor(anchor.read_bytes())
         except (OSError, ValueError) as exc:
-            raise _fail(f"cannot read the anchor {anchor}: {exc}") from None
+            raise fail(f"cannot read the anchor {anchor}: {exc}") from None
     settings = load_settings()
     check = asyncio.run(verify_audit(settings, pinned))
     if check.ok:
@@ -199,8 +200,8 @@ def audit_anchor(
     check, anchor = asyncio.run(anchor_audit(settings))
     if anchor is None:
         if check.ok:
-            raise _fail("the audit log is empty: nothing to anchor", 1)
-        raise _fail(
+            raise fail("the audit log is empty: nothing to anchor", 1)
+        raise fail(
             f"audit chain BROKEN at sequence {check.broken_at} ({check.reason}): a broken chain is not anchored", 1
         )
     text = encode_anchor(anchor)
@@ -208,79 +209,9 @@ def audit_anchor(
         try:
             out.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail(f"cannot write {out}: {exc}") from None
+            raise fail(f"cannot write {out}: {exc}") from None
         typer.echo(f"anchor of entry {anchor.seq} written to {out}; keep it outside the gateway", err=True)
     typer.echo(text, nl=False)
-
-
-mappings_app = typer.Typer(
-    help="Field-translation dictionaries and rule sets: check them, and govern their versions.", no_args_is_help=True
-)
-app.add_typer(mappings_app, name="mappings")
-
-
-@mappings_app.command("validate")
-def mappings_validate(
-    path: Path = typer.Argument(None, help="A dictionary file or folder (default: all bundled)"),
-) -> None:
-    """Compile dictionaries and report every mistake with where it is."""
-    from gateway.mappings_cli import validate
-
-    raise typer.Exit(validate(path))
-
-
-@mappings_app.command("test")
-def mappings_test(
-    samples: Path = typer.Option(None, help="Folder of recorded payloads, one subfolder per platform"),
-    path: Path = typer.Option(None, help="Folder of dictionaries (default: bundled mappings/platforms)"),
-) -> None:
-    """Run dictionaries over recorded payloads; report failures and unknown fields."""
-    from gateway.mappings_cli import run_tests
-
-    raise typer.Exit(run_tests(samples, path))
-
-
-@mappings_app.command("diff")
-def mappings_diff(
-    a: str = typer.Argument(..., help="The current dictionary: a file, or a stored version's id (#N)"),
-    b: str = typer.Argument(..., help="The proposed dictionary: a file, or a stored version's id (#N)"),
-    samples: Path = typer.Option(None, help="Folder of recorded payloads for the dictionary's platform"),
-) -> None:
-    """Show, per recorded payload, what the proposed dictionary changes in the canonical order."""
-    from gateway.mappings_cli import diff, diff_versions
-
-    ids = [_version_id(x) for x in (a, b)]
-    if ids[0] is not None and ids[1] is not None:
-        _governed(lambda uow_factory, runtime: diff_versions(uow_factory, runtime, ids[0], ids[1]))
-    raise typer.Exit(diff(Path(a), Path(b), samples))
-
-
-def _version_id(arg: str) -> int | None:
-    """``#12`` or ``12`` when no file of that name exists: a stored version's id."""
-    digits = arg.removeprefix("#")
-    return int(digits) if digits.isdigit() and not Path(arg).exists() else None
-
-
-def _governed(action: Callable[[Any, Any], Awaitable[int]]) -> NoReturn:
-    """Run a dictionary-governance command against GATEWAY_DATABASE_URL; exit with its status,
-    or 1 after printing a gateway error with its next step."""
-    from gateway.commands import governed
-    from gateway.errors import GatewayError
-    from gateway.mappings_cli import report_error
-
-    async def run() -> int:
-        async with governed(load_settings()) as (uow_factory, runtime):
-            return await action(uow_factory, runtime)
-
-    try:
-        code = asyncio.run(run())
-    except GatewayError as exc:
-        code = report_error(exc)
-    raise typer.Exit(code)
-
-
-_BY = typer.Option(None, "--by", help="Your name as the audit log records it (default: $GATEWAY_ACTOR, or your login)")
-_NOTE = typer.Option(None, "--note", help="Why: kept in the audit log")
 
 
 retention_app = typer.Typer(
@@ -292,7 +223,7 @@ app.add_typer(retention_app, name="retention")
 @retention_app.command("purge")
 def retention_purge(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be deleted; delete nothing"),
-    by: str = _BY,
+    by: str = BY,
 ) -> None:
     """Delete raw payloads older than the retention period (the configuration's
     retention.payload_days, or GATEWAY_RETENTION_PAYLOAD_DAYS). Orders, intercepts and the audit
@@ -306,7 +237,7 @@ def retention_purge(
         with _purge_progress(enabled=not dry_run) as progress:
             report = asyncio.run(purge_retention(settings, dry_run=dry_run, actor=actor_of(by), progress=progress))
     except ConfigError as exc:
-        raise _fail(f"{exc.code}: {exc.message_en}" + (f"\n{exc.hint}" if exc.hint else "")) from None
+        raise fail(f"{exc.code}: {exc.message_en}" + (f"\n{exc.hint}" if exc.hint else "")) from None
     if report.cutoff is None:
         typer.echo("retention is off (payload_days = 0): nothing purged")
         raise typer.Exit(0)
@@ -351,89 +282,6 @@ def _size(n: int) -> str:
     return f"{size / 1024:.1f} GiB"
 
 
-@mappings_app.command("versions")
-def mappings_versions(
-    name: str = typer.Argument(None, help="Only this dictionary or rule set (e.g. taobao, default)"),
-    state: str = typer.Option(None, help="draft, approved, published, superseded or rejected"),
-) -> None:
-    """List the dictionary versions in the database, newest first."""
-    from gateway.mappings_cli import list_versions
-
-    _governed(lambda uow_factory, _: list_versions(uow_factory, name, state))
-
-
-@mappings_app.command("show")
-def mappings_show(version_id: int = typer.Argument(..., help="The version's id")) -> None:
-    """Show one version: who proposed, approved and published it, its dry run and its TOML text."""
-    from gateway.mappings_cli import show_version
-
-    _governed(lambda uow_factory, _: show_version(uow_factory, version_id))
-
-
-@mappings_app.command("draft")
-def mappings_draft(
-    file: Path = typer.Argument(..., help="The dictionary file (TOML) to propose"),
-    by: str = _BY,
-    note: str = _NOTE,
-) -> None:
-    """Propose a new version from a file: stored as a draft if it compiles."""
-    from gateway.mappings_cli import draft_text, read_text
-
-    text = read_text(file)
-    if text is None:
-        raise typer.Exit(2)
-    _governed(lambda uow_factory, runtime: draft_text(uow_factory, runtime, text, by=by, note=note))
-
-
-@mappings_app.command("dry-run")
-def mappings_dry_run(
-    version_id: int = typer.Argument(..., help="The draft's id"),
-    by: str = _BY,
-    limit: int = typer.Option(500, min=1, max=5000, help="Recorded payloads to read, newest first"),
-) -> None:
-    """Run a draft and the published version over the recorded payloads and samples; show what changes."""
-    from gateway.mappings_cli import dry_run_version
-
-    _governed(lambda uow_factory, runtime: dry_run_version(uow_factory, runtime, version_id, by=by, limit=limit))
-
-
-@mappings_app.command("approve")
-def mappings_approve(version_id: int = typer.Argument(...), by: str = _BY, note: str = _NOTE) -> None:
-    """Approve a dry-run draft (not by its proposer)."""
-    from gateway.mappings_cli import decide
-
-    _governed(lambda uow_factory, _: decide(uow_factory, "approve", version_id, by=by, note=note))
-
-
-@mappings_app.command("reject")
-def mappings_reject(version_id: int = typer.Argument(...), by: str = _BY, note: str = _NOTE) -> None:
-    """Reject a draft or an approved version."""
-    from gateway.mappings_cli import decide
-
-    _governed(lambda uow_factory, _: decide(uow_factory, "reject", version_id, by=by, note=note))
-
-
-@mappings_app.command("publish")
-def mappings_publish(version_id: int = typer.Argument(...), by: str = _BY, note: str = _NOTE) -> None:
-    """Publish an approved version; every serve and worker process switches within about a second."""
-    from gateway.mappings_cli import switch
-
-    _governed(lambda uow_factory, runtime: switch(uow_factory, runtime, version_id, rollback=False, by=by, note=note))
-
-
-@mappings_app.command("rollback")
-def mappings_rollback(
-    name: str = typer.Argument(..., help="The dictionary, e.g. taobao"),
-    version: str = typer.Argument(..., help="A version published before: its id (#N), full or declared version"),
-    by: str = _BY,
-    note: str = _NOTE,
-) -> None:
-    """Publish again a version that was published before (an emergency; one person may)."""
-    from gateway.mappings_cli import rollback_named
-
-    _governed(lambda uow_factory, runtime: rollback_named(uow_factory, runtime, name, version, by=by, note=note))
-
-
 def main() -> None:
     try:
         app()
@@ -443,65 +291,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-erp_app = typer.Typer(help="Work with the ERP targets beyond delivery.", no_args_is_help=True)
-app.add_typer(erp_app, name="erp")
-
-
-@erp_app.command("readback")
-def erp_readback(
-    target: str = typer.Option(None, "--target", help="Only this target (polled even if its readback is not enabled)"),
-    once: bool = typer.Option(False, "--once", help="One round over the targets, a summary, and exit"),
-) -> None:
-    """Read shipments back from the ERPs (U8 发货单, K3 发货通知 / 销售出库单) for delivered orders
-    and record each new one once as an `erp.shipped` status event. Without --once: a round every
-    interval_s until Ctrl-C (with GATEWAY_REDIS_URL sharing the workers' lock)."""
-    from gateway.commands import run_readback
-    from gateway.errors import ConfigError
-    from gateway.logging import configure_logging
-
-    settings = load_settings()
-    if not once:
-        configure_logging(settings.log_level, json=settings.log_json)
-        typer.echo("gateway erp readback: polling every target's interval_s; Ctrl-C stops", err=True)
-    try:
-        with _readback_progress(enabled=once) as progress:
-            report = asyncio.run(run_readback(settings, target=target, once=once, progress=progress))
-    except ConfigError as exc:
-        raise _fail(f"{exc.code}: {exc.message_en}" + (f"\n{exc.hint}" if exc.hint else "")) from None
-    except KeyboardInterrupt:
-        report = None
-    if report is None:
-        typer.echo("gateway erp readback: stopped", err=True)
-        raise typer.Exit(0)
-    for t in report.targets:
-        line = f"{t.target}: {t.orders} delivered orders asked, {t.shipments} shipments seen, {t.recorded} recorded"
-        if t.errors:
-            typer.secho(f"{line}; {t.errors} calls failed ({t.error}): see the log", fg=typer.colors.RED)
-        else:
-            typer.echo(line)
-    typer.echo(f"{report.recorded} new shipments recorded as erp.shipped events")
-    raise typer.Exit(1 if report.errors else 0)
-
-
-@contextmanager
-def _readback_progress(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A line per target on standard error, fed with (target, orders asked, recorded) per batch."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(target: str, orders: int, recorded: int) -> None:
-            text = f"reading back {target}: {orders} orders asked, {recorded} shipments recorded"
-            if target not in tasks:
-                tasks[target] = bar.add_task(text, total=None)
-            bar.update(tasks[target], description=text)
-
-        yield update
