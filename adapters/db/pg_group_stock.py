@@ -51,7 +51,7 @@ ON CONFLICT (fingerprint, order_id) DO NOTHING
 """
 
 
-class FingerprintRow(msgspec.Struct, array_like=False):
+class FingerprintRow(msgspec.Struct):
     fingerprint: str
     order_id: str
     platform: str
